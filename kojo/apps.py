@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class KojoConfig(AppConfig):
+    """Registers checks, receivers and every app's ``kojo_jobs`` module (job types); runs no queries."""
+
+    name = "kojo"
+    verbose_name = "kojo"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from kojo import checks  # noqa: F401  (registers the system checks)
+
+        autodiscover_modules("kojo_jobs")

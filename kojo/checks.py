@@ -1,0 +1,117 @@
+"""System checks: misconfiguration reported by ``manage.py check`` with ids, in the words the admin
+form and the registrar use."""
+
+from __future__ import annotations
+
+from django.conf import settings as django_settings
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connections
+
+from kojo.conf import settings
+
+# Which check id reports which validator's error code.
+CHECK_IDS = {
+    "invalid_cron": "kojo.E001",
+    "unknown_worker": "kojo.E002",
+    "invalid_duration": "kojo.E004",
+    "invalid_limit": "kojo.E005",
+    "invalid_attempts": "kojo.E005",
+    "invalid_type_code": "kojo.E009",
+    "unknown_field": "kojo.E010",
+}
+
+
+def _as_checks(errors: list[ValidationError], label: str, obj) -> list[Error]:
+    found = []
+    for error in errors:
+        for item in error.error_list:
+            message = item.message % item.params if item.params else item.message
+            found.append(
+                Error(f"job type {label!r}: {message}", obj=obj, id=CHECK_IDS.get(item.code, "kojo.E010"))
+            )
+    return found
+
+
+@register()
+def check_registered_job_types(app_configs=None, **kwargs):
+    """Job types registered in code (the registrar refuses bad values at import; this reports them too)."""
+    from kojo.registry import registry
+
+    errors = []
+    for registration in registry.job_types.values():
+        problems = registry.validate(registration.type_code, registration.worker, registration.fields)
+        errors += _as_checks(problems, registration.type_code, registration.type_code)
+    return errors
+
+
+@register(Tags.database)
+def check_job_type_rows(app_configs=None, databases=None, **kwargs):
+    """Job types stored in the database, e.g. edited by hand: `manage.py check --database default`."""
+    from kojo.models import JobType
+    from kojo.registry import registry
+
+    errors = []
+    for alias in databases or []:
+        try:
+            rows = list(JobType.objects.using(alias).all())
+        except DatabaseError:
+            continue  # Not migrated yet: nothing stored to check.
+        for row in rows:
+            fields = {
+                name: getattr(row, name)
+                for name in (
+                    "cron_expression",
+                    "schedule_limit",
+                    "schedule_limit_allowance",
+                    "auto_delete_interval_duration",
+                    "timeout",
+                    "max_attempts",
+                    "retry_interval",
+                )
+            }
+            errors += _as_checks(registry.validate(row.type_code, row.worker, fields), row.type_code, row)
+    return errors
+
+
+@register()
+def check_settings(app_configs=None, **kwargs):
+    errors = []
+    backend = settings.LOCK_BACKEND
+    if backend not in ("redis", "local"):
+        errors.append(Error(f"KOJO_LOCK_BACKEND is {backend!r}; use 'redis' or 'local'.", id="kojo.E006"))
+    elif backend == "redis":
+        cache = django_settings.CACHES.get(settings.REDIS_CACHE, {})
+        if not cache.get("BACKEND", "").startswith("django_redis."):
+            errors.append(
+                Error(
+                    f"KOJO_LOCK_BACKEND is 'redis' but CACHES[{settings.REDIS_CACHE!r}] is not a "
+                    "django-redis cache.",
+                    hint="Add a django_redis.cache.RedisCache cache, or set KOJO_REDIS_CACHE to its alias.",
+                    id="kojo.E003",
+                )
+            )
+    if not django_settings.USE_TZ:
+        errors.append(Error("kojo stores times in UTC and needs USE_TZ = True.", id="kojo.E007"))
+    if settings.MODE not in ("ondemand", "static", "dynamic"):
+        errors.append(
+            Error(f"KOJO_MODE is {settings.MODE!r}; use ondemand, static or dynamic.", id="kojo.E008")
+        )
+    database = connections["default"]
+    if database.vendor == "sqlite":
+        if database.settings_dict.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
+            errors.append(
+                Warning(
+                    "kojo on SQLite needs OPTIONS['transaction_mode'] = 'IMMEDIATE' so that claims do not "
+                    "fail with 'database is locked'.",
+                    id="kojo.W001",
+                )
+            )
+        if backend == "redis":
+            errors.append(
+                Warning(
+                    "SQLite with the redis lock backend suggests several hosts; SQLite serves one machine.",
+                    id="kojo.W002",
+                )
+            )
+    return errors

@@ -1,0 +1,61 @@
+"""Every kojo setting, read in one place.
+
+Each attribute of ``Settings`` is a default; ``settings.NAME`` returns ``KOJO_NAME`` from Django's
+settings when the project defines it. Values are read on access, never at import time, so tests
+that override settings see the new value at once.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings as django_settings
+
+
+class Settings:
+    # Which lock backend serves kojo.mutex() and kojo.semaphore(): "redis" (fleet-wide, through
+    # django-redis) or "local" (file locks, one host only; the SQLite try-out default).
+    LOCK_BACKEND = "local"
+    # Alias in CACHES of the django-redis cache the redis lock backend and messaging use.
+    REDIS_CACHE = "default"
+    # Directory for the local lock backend's lock files ("" = a kojo folder in the temp directory).
+    LOCK_DIR = ""
+    # Seconds a lock lease lasts unless its owner renews it.
+    LOCK_LEASE = 10.0
+    # Prefix of every Redis key and channel kojo uses, so several projects can share one Redis.
+    KEY_PREFIX = "kojo"
+
+    # Seconds between a server's heartbeats in the database.
+    HEARTBEAT_INTERVAL = 2.0
+    # Seconds without a heartbeat after which a server is presumed dead and its jobs rescued.
+    HEARTBEAT_TIMEOUT = 15.0
+    # Seconds an idle server waits between looks for due jobs when no wake-up message arrives.
+    POLL_INTERVAL = 1.0
+    # How the server runs jobs: "ondemand" (fork per job), "static" or "dynamic" (pre-forked workers).
+    MODE = "ondemand"
+    # Most jobs one server runs at once (fork-per-job children, or pre-forked workers).
+    CONCURRENCY = 4
+    # "dynamic" mode: pre-forked workers kept even when idle.
+    MIN_WORKERS = 1
+    # Pre-forked workers are replaced after this many jobs (0 = never).
+    MAX_JOBS_PER_WORKER = 0
+    # Pre-forked workers are replaced once their resident memory passes this many MiB (0 = never).
+    MAX_WORKER_MEMORY_MB = 0
+    # Seconds running jobs may take to finish after SIGTERM before they are killed.
+    GRACEFUL_TIMEOUT = 30.0
+    # Seconds between SIGTERM and SIGKILL for a job past its timeout, aborted or stopped.
+    KILL_GRACE = 5.0
+    # Seconds between housekeeping passes (cron, orphan rescue, pruning).
+    HOUSEKEEPING_INTERVAL = 1.0
+    # Seconds between two progress writes of one job; quicker reports are kept in memory only.
+    PROGRESS_MIN_INTERVAL = 1.0
+    # Largest params object accepted at schedule time, in bytes of JSON.
+    PARAMS_MAX_BYTES = 1024 * 1024
+    # Finished jobs deleted per pruning batch.
+    PRUNE_BATCH_SIZE = 1000
+
+    def __getattribute__(self, name: str):
+        if name.isupper():
+            return getattr(django_settings, f"KOJO_{name}", object.__getattribute__(self, name))
+        return object.__getattribute__(self, name)
+
+
+settings = Settings()

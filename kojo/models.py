@@ -1,0 +1,258 @@
+"""kojo's tables: job types (configuration), jobs, the state changelog and live servers.
+
+The database enforces the invariants that matter under concurrency: one cron job per (type, tick),
+one pending job per add-once key, at most one working job of a singleton type, importance and progress
+in range. Python validation exists for friendly messages; these constraints make the races harmless.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from kojo import validators
+from kojo.durations import parse_duration
+from kojo.states import PENDING, JobState, Outcome
+
+IMPORTANCE_MIN, IMPORTANCE_MAX = -100, 100
+
+
+class Backoff(models.TextChoices):
+    FIXED = "fixed", "fixed: interval every time"
+    LINEAR = "linear", "linear: interval × attempt"
+    EXPONENTIAL = "exponential", "exponential: interval × 2^(attempt-1)"
+
+
+class JobType(models.Model):
+    """What a kind of job runs and the rules for running it; the row operators tune in the admin."""
+
+    type_code = models.CharField(max_length=100, unique=True, validators=[validators.validate_type_code])
+    name = models.CharField(max_length=255)
+    worker = models.CharField(
+        max_length=255,
+        validators=[validators.validate_worker],
+        help_text="Dotted path of a registered kojo worker (a function, or Class.method).",
+    )
+    can_work_in_parallel = models.BooleanField(
+        default=True, help_text="Off: at most one job of this type is working anywhere in the fleet."
+    )
+    default_importance = models.SmallIntegerField(
+        default=0, help_text=f"{IMPORTANCE_MIN} to {IMPORTANCE_MAX}; more important jobs are claimed first."
+    )
+    cron_expression = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        validators=[validators.validate_cron],
+        help_text="Five-field cron expression in UTC; empty for a type that is only scheduled from code.",
+    )
+    schedule_limit = models.PositiveIntegerField(
+        default=0,
+        validators=[validators.validate_limit],
+        help_text="Most jobs of this type working at once across the fleet; 0 = no limit.",
+    )
+    schedule_limit_allowance = models.PositiveIntegerField(
+        default=0,
+        validators=[validators.validate_limit],
+        help_text="Most jobs of this type waiting at once; scheduling beyond it is refused. 0 = no limit.",
+    )
+    is_enabled = models.BooleanField(default=True, help_text="Off: no new jobs are scheduled or claimed.")
+    auto_complete_success = models.BooleanField(
+        default=True,
+        help_text="A job whose worker returns without asking for an ending completes successfully.",
+    )
+    auto_delete_interval_duration = models.CharField(
+        max_length=64,
+        default="P7D",
+        validators=[validators.validate_duration],
+        help_text="ISO 8601 duration a finished job is kept, e.g. P7D or PT0S.",
+    )
+    timeout = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[validators.validate_duration],
+        help_text="ISO 8601 duration after which a working job is stopped and recorded as timed out; "
+        "empty = none.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[validators.validate_max_attempts],
+        help_text="Runs a job gets before it ends complete_failed (crashes and timeouts count).",
+    )
+    retry_backoff = models.CharField(max_length=16, choices=Backoff.choices, default=Backoff.EXPONENTIAL)
+    retry_interval = models.CharField(
+        max_length=64,
+        default="PT10S",
+        validators=[validators.validate_duration],
+        help_text="ISO 8601 base delay before a retry.",
+    )
+    retry_jitter = models.BooleanField(default=True, help_text="Spread retries randomly up to the delay.")
+    queue = models.CharField(
+        max_length=100, default="default", help_text="Servers may serve chosen queues only."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "kojo_job_type"
+        ordering = ["type_code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(default_importance__gte=IMPORTANCE_MIN, default_importance__lte=IMPORTANCE_MAX),
+                name="kojo_job_type_importance_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1), name="kojo_job_type_max_attempts_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.type_code
+
+    @property
+    def effective_limit(self) -> int:
+        """Most jobs of this type allowed to work at once (0 = unbounded)."""
+        return 1 if not self.can_work_in_parallel else self.schedule_limit
+
+    @property
+    def retention(self) -> timedelta:
+        return parse_duration(self.auto_delete_interval_duration)
+
+    @property
+    def timeout_delta(self) -> timedelta | None:
+        return parse_duration(self.timeout) if self.timeout else None
+
+
+class Job(models.Model):
+    job_type = models.ForeignKey(JobType, on_delete=models.PROTECT, related_name="jobs")
+    state = models.CharField(max_length=20, choices=JobState.choices, default=JobState.WAITING)
+    params = models.JSONField(default=dict, blank=True)
+    importance = models.SmallIntegerField(default=0)
+    start_after = models.DateTimeField(default=timezone.now, help_text="The job is not claimed before this.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a process started this job.")
+    max_attempts = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Overrides the type's.")
+    # Set when claimed: mirrors the type's can_work_in_parallel=False, so the database can forbid overlap.
+    singleton = models.BooleanField(default=False)
+    once_key = models.CharField(max_length=128, null=True, blank=True, help_text="Add-once identity.")
+    cron_tick = models.DateTimeField(
+        null=True, blank=True, help_text="The cron tick this job was created for."
+    )
+    server = models.ForeignKey(
+        "Server", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+    progress = models.PositiveSmallIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    abort_requested_by = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last keep-alive of a working job.")
+    delete_after = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "kojo_job"
+        ordering = ["-id"]
+        indexes = [
+            # The claim query: waiting jobs in claim order.
+            models.Index(
+                fields=["-importance", "start_after", "id"],
+                name="kojo_job_claimable",
+                condition=Q(state=JobState.WAITING),
+            ),
+            # Per-type counts (schedule limits, dashboards) and the admin's state filter.
+            models.Index(fields=["job_type", "state"], name="kojo_job_type_state"),
+            models.Index(fields=["state", "state_changed_at"], name="kojo_job_state_changed"),
+            # Orphan rescue and the fleet view: working jobs by server.
+            models.Index(
+                fields=["server"], name="kojo_job_working_server", condition=Q(state=JobState.WORKING)
+            ),
+            models.Index(
+                fields=["delete_after"], name="kojo_job_delete_after", condition=Q(delete_after__isnull=False)
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_type", "cron_tick"],
+                name="kojo_job_one_per_cron_tick",
+                condition=Q(cron_tick__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["job_type", "once_key"],
+                name="kojo_job_add_once",
+                condition=Q(once_key__isnull=False, state__in=sorted(PENDING)),
+            ),
+            models.UniqueConstraint(
+                fields=["job_type"],
+                name="kojo_job_singleton_working",
+                condition=Q(singleton=True, state=JobState.WORKING),
+            ),
+            models.CheckConstraint(
+                condition=Q(importance__gte=IMPORTANCE_MIN, importance__lte=IMPORTANCE_MAX),
+                name="kojo_job_importance_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__isnull=True) | Q(progress__lte=100), name="kojo_job_progress_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.job_type_id})"
+
+    @property
+    def is_finished(self) -> bool:
+        from kojo.states import TERMINAL
+
+        return self.state in TERMINAL
+
+
+class JobStateChange(models.Model):
+    """One row per transition: who moved the job, when, from what to what, and why."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="changes")
+    from_state = models.CharField(max_length=20, choices=JobState.choices, blank=True, default="")
+    to_state = models.CharField(max_length=20, choices=JobState.choices)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=255, blank=True, default="", help_text="Who made the change.")
+    attempt = models.PositiveIntegerField(default=0)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "kojo_job_state_change"
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"], name="kojo_change_job")]
+
+    def __str__(self) -> str:
+        return f"{self.from_state or 'new'} → {self.to_state}"
+
+
+class Server(models.Model):
+    """A running kojo_server process tree; its heartbeat tells other servers it is alive."""
+
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    mode = models.CharField(max_length=16, default="ondemand")
+    concurrency = models.PositiveIntegerField(default=0)
+    queues = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    stopping = models.BooleanField(default=False)
+    # What each child runs, refreshed with the heartbeat: [{"pid": ..., "job_id": ..., "type_code": ...}].
+    children = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        db_table = "kojo_server"
+        ordering = ["host", "pid"]
+        indexes = [models.Index(fields=["heartbeat_at"], name="kojo_server_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"server[{self.pid}]@{self.host}"

@@ -1,0 +1,186 @@
+"""The public scheduling API: create jobs from views, commands, or inside a running job.
+
+The job row is written on the caller's connection, inside the caller's transaction: if the caller
+rolls back, the job never existed. Bad input is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from kojo.conf import settings
+from kojo.durations import InvalidDuration, parse_duration
+from kojo.exceptions import (
+    InvalidParams,
+    InvalidSchedule,
+    JobTypeDisabled,
+    JobTypeNotFound,
+    WaitingLimitReached,
+)
+from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobType
+from kojo.states import PENDING, JobState
+from kojo.transitions import record
+
+logger = logging.getLogger(__name__)
+
+
+def schedule(
+    type_code: str,
+    params: dict[str, Any] | None = None,
+    *,
+    at: datetime | None = None,
+    delay: timedelta | float | str | None = None,
+    importance: int | None = None,
+    once: bool = False,
+    once_key: str | None = None,
+    max_attempts: int | None = None,
+    using: str = "default",
+) -> Job:
+    """Schedule a job of ``type_code`` to run now, ``at`` a time, or after ``delay``.
+
+    With ``once=True`` (or an explicit ``once_key``), a job identical to one still pending (same type
+    and params, or same key) is not created again: the pending job is returned instead.
+    """
+    params = clean_params(params)
+    start_after = start_time(at, delay)
+    job_type = enabled_job_type(type_code, using=using)
+    importance = job_type.default_importance if importance is None else clean_importance(importance)
+    if max_attempts is not None and (not isinstance(max_attempts, int) or not 1 <= max_attempts <= 1000):
+        raise InvalidSchedule(f"max_attempts must be a whole number from 1 to 1000, not {max_attempts!r}")
+    if once_key is None and once:
+        once_key = params_key(params)
+    if once_key is not None and (not isinstance(once_key, str) or not 0 < len(once_key) <= 128):
+        raise InvalidSchedule("once_key must be text of 1 to 128 characters")
+    fields = {
+        "job_type": job_type,
+        "params": params,
+        "importance": importance,
+        "start_after": start_after,
+        "max_attempts": max_attempts,
+        "once_key": once_key,
+    }
+    with transaction.atomic(using=using):
+        check_allowance(job_type, using=using)
+        if once_key is None:
+            return create_job(fields, using=using)
+        return create_once(fields, using=using)
+
+
+def create_job(
+    fields: dict[str, Any], *, actor: str = "", reason: str = "scheduled", using: str = "default"
+) -> Job:
+    job = Job.objects.using(using).create(**fields)
+    record(job.pk, job.job_type.type_code, "", JobState.WAITING, reason=reason, actor=actor, using=using)
+    return job
+
+
+def create_once(fields: dict[str, Any], *, using: str) -> Job:
+    """Insert under the add-once unique constraint; on conflict return the pending job that won."""
+    for _ in range(3):
+        try:
+            with transaction.atomic(using=using):
+                return create_job(fields, using=using)
+        except IntegrityError:
+            existing = (
+                Job.objects.using(using)
+                .filter(job_type=fields["job_type"], once_key=fields["once_key"], state__in=PENDING)
+                .first()
+            )
+            if existing is not None:
+                return existing
+    raise InvalidSchedule(f"could not schedule add-once job {fields['once_key']!r}: it keeps conflicting")
+
+
+def enabled_job_type(type_code: str, *, using: str = "default") -> JobType:
+    try:
+        job_type = JobType.objects.using(using).get(type_code=type_code)
+    except JobType.DoesNotExist:
+        raise JobTypeNotFound(f"no job type has the type code {type_code!r}") from None
+    if not job_type.is_enabled:
+        raise JobTypeDisabled(f"job type {type_code!r} is disabled: no new jobs may be scheduled for it")
+    return job_type
+
+
+def check_allowance(job_type: JobType, *, using: str) -> None:
+    """Refuse a job beyond schedule_limit_allowance; the type row lock makes concurrent callers queue."""
+    if not job_type.schedule_limit_allowance:
+        return
+    JobType.objects.using(using).select_for_update().filter(pk=job_type.pk).values_list("pk").first()
+    waiting = Job.objects.using(using).filter(job_type=job_type, state=JobState.WAITING).count()
+    if waiting >= job_type.schedule_limit_allowance:
+        raise WaitingLimitReached(
+            f"job type {job_type.type_code!r} already has {waiting} waiting jobs "
+            f"(schedule_limit_allowance is {job_type.schedule_limit_allowance})"
+        )
+
+
+def clean_params(params: Any) -> dict[str, Any]:
+    """Params must be a JSON object that survives a round trip; refuse anything else loudly."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidParams(f"params must be a dict (a JSON object), not {type(params).__name__}")
+    try:
+        text = json.dumps(params, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidParams(f"params are not JSON: {error}") from None
+    if len(text.encode()) > settings.PARAMS_MAX_BYTES:
+        raise InvalidParams(
+            f"params are {len(text.encode())} bytes of JSON; the limit is {settings.PARAMS_MAX_BYTES} "
+            "(KOJO_PARAMS_MAX_BYTES). Store large data elsewhere and pass its key."
+        )
+    if "\\u0000" in text:
+        raise InvalidParams("params contain a NUL character, which databases cannot store in JSON")
+    return json.loads(text)
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """The add-once identity of a params object: a digest of its canonical JSON."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def clean_importance(importance: Any) -> int:
+    if not isinstance(importance, int) or isinstance(importance, bool):
+        raise InvalidSchedule(f"importance must be a whole number, not {importance!r}")
+    if not IMPORTANCE_MIN <= importance <= IMPORTANCE_MAX:
+        raise InvalidSchedule(
+            f"importance must be from {IMPORTANCE_MIN} to {IMPORTANCE_MAX}, not {importance}"
+        )
+    return importance
+
+
+def start_time(at: datetime | None, delay: timedelta | float | str | None) -> datetime:
+    now = timezone.now()
+    if at is not None and delay is not None:
+        raise InvalidSchedule("give either at or delay, not both")
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise InvalidSchedule(f"at must be a datetime, not {type(at).__name__}")
+        if timezone.is_naive(at):
+            raise InvalidSchedule("at must be an aware datetime (with a time zone); kojo stores times in UTC")
+        return at
+    if delay is None:
+        return now
+    if isinstance(delay, str):
+        try:
+            delay = parse_duration(delay)
+        except InvalidDuration as error:
+            raise InvalidSchedule(str(error)) from None
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        delay = timedelta(seconds=delay)
+    if not isinstance(delay, timedelta):
+        raise InvalidSchedule(f"delay must be a timedelta, seconds or an ISO 8601 duration, not {delay!r}")
+    if delay < timedelta(0):
+        raise InvalidSchedule("delay cannot be negative")
+    try:
+        return now + delay
+    except OverflowError:
+        raise InvalidSchedule(f"delay {delay} is too long") from None

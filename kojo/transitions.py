@@ -1,0 +1,137 @@
+"""The only code that changes a job's state.
+
+Each change is one conditional UPDATE (``WHERE id = %s AND state = <the state we saw>``) plus a
+changelog row, in one transaction. The row is read with ``SELECT ... FOR UPDATE`` first so the
+changelog knows the real source state and the error names it; the condition on the UPDATE is what
+makes a lost race harmless on databases without row locks (SQLite).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from kojo.durations import parse_duration
+from kojo.exceptions import IllegalTransition
+from kojo.models import Job, JobStateChange
+from kojo.signals import job_state_changed
+from kojo.states import TERMINAL, JobState, sources
+
+logger = logging.getLogger(__name__)
+
+
+def default_actor() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def transition(
+    job_id: int,
+    to: JobState,
+    *,
+    expect: Iterable[JobState] | None = None,
+    reason: str = "",
+    outcome: str = "",
+    actor: str = "",
+    strict: bool = True,
+    using: str = "default",
+    **fields: Any,
+) -> bool:
+    """Move one job to ``to``; raise IllegalTransition (or return False when not ``strict``) if its
+    current state is not one of ``expect`` (default: every state the transition table allows)."""
+    to = JobState(to)
+    allowed = frozenset(JobState(state) for state in expect) if expect is not None else sources(to)
+    allowed &= sources(to)
+    with transaction.atomic(using=using):
+        row = (
+            Job.objects.using(using)
+            .select_for_update(of=("self",))
+            .filter(pk=job_id)
+            .values_list(
+                "state", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration"
+            )
+            .first()
+        )
+        current = row[0] if row else None
+        if current is None or current not in allowed:
+            if strict:
+                raise IllegalTransition(job_id, current, to)
+            return False
+        _, attempts, type_code, retention = row
+        now = timezone.now()
+        updates: dict[str, Any] = {"state": to, "state_changed_at": now, **fields}
+        if to in TERMINAL:
+            updates.setdefault("finished_at", now)
+            updates.setdefault("delete_after", now + parse_duration(retention))
+        elif to == JobState.WAITING:
+            updates.setdefault("finished_at", None)
+            updates.setdefault("delete_after", None)
+        changed = Job.objects.using(using).filter(pk=job_id, state=current).update(**updates)
+        if not changed:
+            if strict:
+                raise IllegalTransition(
+                    job_id,
+                    Job.objects.using(using).filter(pk=job_id).values_list("state", flat=True).first(),
+                    to,
+                )
+            return False
+        record(
+            job_id,
+            type_code,
+            current,
+            to,
+            outcome=outcome,
+            reason=reason,
+            actor=actor,
+            attempt=updates.get("attempts", attempts),
+            at=now,
+            using=using,
+        )
+    logger.debug("job %s: %s -> %s %s", job_id, current, to, reason, extra={"job_id": job_id})
+    return True
+
+
+def record(
+    job_id: int,
+    type_code: str,
+    from_state: str,
+    to_state: str,
+    *,
+    outcome: str = "",
+    reason: str = "",
+    actor: str = "",
+    attempt: int = 0,
+    at: datetime | None = None,
+    using: str = "default",
+) -> None:
+    """Append a changelog row and announce the change once the transaction commits."""
+    JobStateChange.objects.using(using).create(
+        job_id=job_id,
+        from_state=from_state,
+        to_state=to_state,
+        outcome=outcome,
+        reason=reason,
+        actor=actor or default_actor(),
+        attempt=attempt,
+        at=at or timezone.now(),
+    )
+    transaction.on_commit(
+        partial(
+            job_state_changed.send,
+            sender=Job,
+            job_id=job_id,
+            type_code=type_code,
+            from_state=from_state,
+            to_state=to_state,
+            outcome=outcome,
+            reason=reason,
+        ),
+        using=using,
+    )

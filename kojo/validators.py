@@ -1,0 +1,84 @@
+"""Validators shared by the admin form, the code registrar and the system checks, so a bad value
+gets the same message wherever it is entered."""
+
+from __future__ import annotations
+
+import re
+
+from croniter import croniter
+from django.core.exceptions import ValidationError
+
+from kojo.durations import InvalidDuration, parse_duration
+
+TYPE_CODE = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+# Upper bounds that catch typos (an extra zero or two) without limiting any real fleet.
+MAX_LIMIT = 1_000_000
+MAX_ATTEMPTS = 1000
+
+
+def validate_type_code(value: str) -> None:
+    if not isinstance(value, str) or not TYPE_CODE.match(value):
+        raise ValidationError(
+            "%(value)r is not a valid type code: use snake_case (a lowercase letter, then lowercase "
+            "letters, digits or underscores; at most 100 characters).",
+            code="invalid_type_code",
+            params={"value": value},
+        )
+
+
+def validate_cron(value: str) -> None:
+    """A five-field cron expression (minute hour day month weekday) or an alias such as @hourly, in UTC."""
+    text = (value or "").strip()
+    fields = text.split()
+    valid = bool(text) and (text.startswith("@") or len(fields) == 5)
+    if valid:
+        try:
+            croniter(text)
+        except (ValueError, KeyError, TypeError):
+            valid = False
+    if not valid:
+        raise ValidationError(
+            "%(value)r is not a valid cron expression: use five fields (minute hour day-of-month month "
+            "day-of-week, e.g. '*/5 * * * *') or an alias such as '@hourly'.",
+            code="invalid_cron",
+            params={"value": value},
+        )
+
+
+def validate_duration(value: str) -> None:
+    try:
+        parse_duration(value)
+    except InvalidDuration as error:
+        raise ValidationError(str(error), code="invalid_duration") from None
+
+
+def validate_limit(value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LIMIT:
+        raise ValidationError(
+            "%(value)r is not a valid limit: use a whole number from 0 (no limit) to %(max)d.",
+            code="invalid_limit",
+            params={"value": value, "max": MAX_LIMIT},
+        )
+
+
+def validate_max_attempts(value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS:
+        raise ValidationError(
+            "%(value)r is not a valid number of attempts: use a whole number from 1 to %(max)d.",
+            code="invalid_attempts",
+            params={"value": value, "max": MAX_ATTEMPTS},
+        )
+
+
+def validate_worker(value: str) -> None:
+    """Only workers registered in code may run: an admin cannot point a type at ``os.system``."""
+    from kojo.registry import registry
+
+    if value not in registry.workers:
+        known = ", ".join(sorted(registry.workers)) or "none are registered"
+        raise ValidationError(
+            "%(value)r is not a registered kojo worker (registered workers: %(known)s). Decorate the "
+            "callable with @kojo.worker or @kojo.job_type in a kojo_jobs module.",
+            code="unknown_worker",
+            params={"value": value, "known": known},
+        )

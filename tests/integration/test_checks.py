@@ -1,0 +1,39 @@
+import pytest
+from django.core import checks
+
+from kojo.models import JobType
+
+pytestmark = pytest.mark.django_db
+
+
+def ids(messages):
+    return sorted(message.id for message in messages if message.id.startswith("kojo."))
+
+
+def test_clean_configuration_has_no_kojo_messages():
+    assert ids(checks.run_checks(databases=["default"])) == []
+
+
+def test_stored_rows_with_bad_values_are_reported():
+    JobType.objects.create(
+        type_code="bad_cron", name="x", worker="tests.kojo_jobs.noop", cron_expression="nope"
+    )
+    JobType.objects.create(type_code="bad_worker", name="x", worker="os.system")
+    JobType.objects.create(
+        type_code="bad_keep", name="x", worker="tests.kojo_jobs.noop", auto_delete_interval_duration="forever"
+    )
+    messages = checks.run_checks(databases=["default"])
+    assert ids(messages) == ["kojo.E001", "kojo.E002", "kojo.E004"]
+    assert any("'nope' is not a valid cron expression" in message.msg for message in messages)
+
+
+def test_settings_are_checked(settings):
+    settings.KOJO_LOCK_BACKEND = "zookeeper"
+    settings.KOJO_MODE = "threads"
+    assert ids(checks.run_checks()) == ["kojo.E006", "kojo.E008"]
+
+
+def test_redis_backend_needs_a_django_redis_cache(settings):
+    settings.KOJO_LOCK_BACKEND = "redis"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert "kojo.E003" in ids(checks.run_checks())

@@ -1,0 +1,103 @@
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from kojo.claims import claim
+from kojo.models import Job, JobStateChange
+from kojo.states import JobState
+
+pytestmark = pytest.mark.django_db
+
+
+def waiting(job_type, n=1, **fields):
+    return [Job.objects.create(job_type=job_type, **fields) for _ in range(n)]
+
+
+def test_claims_by_importance_then_age(make_job_type):
+    kind = make_job_type()
+    low = waiting(kind, importance=-5)[0]
+    high_old, high_new = waiting(kind, 2, importance=5)
+    claimed = claim(3, host="h", pid=1)
+    assert [job.pk for job in claimed] == [high_old.pk, high_new.pk, low.pk]
+    assert all(job.state == JobState.WORKING and job.attempts == 1 for job in claimed)
+    assert JobStateChange.objects.filter(to_state=JobState.WORKING).count() == 3
+
+
+def test_oldest_first_ignores_importance(make_job_type):
+    kind = make_job_type()
+    old = waiting(kind, importance=-5)[0]
+    waiting(kind, importance=5)
+    assert claim(1, oldest_first=True)[0].pk == old.pk
+
+
+def test_future_held_and_disabled_jobs_are_not_claimed(make_job_type):
+    kind = make_job_type()
+    waiting(kind, start_after=timezone.now() + timedelta(minutes=1))
+    waiting(kind, state=JobState.HOLD)
+    waiting(make_job_type(is_enabled=False))
+    assert claim(5) == []
+
+
+def test_schedule_limit_caps_working_jobs(make_job_type):
+    kind = make_job_type(schedule_limit=2)
+    other = make_job_type()
+    waiting(kind, 5, importance=10)
+    waiting(other, 2)
+    first = claim(10)
+    assert sorted(job.job_type_id for job in first) == sorted([kind.pk, kind.pk, other.pk, other.pk])
+    assert claim(10) == []
+    Job.objects.filter(pk=first[0].pk).update(state=JobState.COMPLETE_SUCCESS)
+    assert len(claim(10)) == 1
+
+
+def test_singleton_type_never_has_two_working(make_job_type):
+    kind = make_job_type(can_work_in_parallel=False, schedule_limit=5)
+    waiting(kind, 3)
+    claimed = claim(3)
+    assert len(claimed) == 1 and claimed[0].singleton
+    assert claim(3) == []
+
+
+def test_queues_select_job_types(make_job_type):
+    waiting(make_job_type(queue="mail"))
+    report = waiting(make_job_type(queue="reports"))[0]
+    assert [job.pk for job in claim(5, queues=["reports"])] == [report.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_claims_never_take_the_same_job(make_job_type):
+    kind = make_job_type()
+    limited = make_job_type(schedule_limit=3)
+    waiting(kind, 60)
+    waiting(limited, 20)
+    claimers, barrier = 6, threading.Barrier(6)
+    taken: list[list[int]] = [[] for _ in range(claimers)]
+    errors = []
+
+    def run(index):
+        try:
+            barrier.wait()
+            while True:
+                jobs = claim(2, host="test", pid=index)
+                if not jobs:
+                    break
+                taken[index].extend(job.pk for job in jobs)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    every = [pk for ids in taken for pk in ids]
+    assert len(every) == len(set(every)) == 63
+    assert Job.objects.filter(job_type=limited, state=JobState.WORKING).count() == 3
+    for index, ids in enumerate(taken):
+        assert set(Job.objects.filter(pk__in=ids).values_list("pid", flat=True)) <= {index}
