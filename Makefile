@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml
 example: $(VENV)/.installed
 	cd example_project && ../$(VENV)/bin/python manage.py migrate --verbosity 0 && ../$(VENV)/bin/python manage.py kojo_example
 
+# tox's own interpreter discovery misses pyenv's shims; hand it the real interpreters.
+DISCOVER = $(foreach py,python3.11 python3.12 python3.13,$(shell $(py) -c 'import sys; print(sys.executable)' 2>/dev/null))
+
 test: $(VENV)/.installed
-	$(VENV)/bin/tox run
+	$(VENV)/bin/tox run $(addprefix --discover ,$(DISCOVER))
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
