@@ -17,6 +17,11 @@ _PUBLIC = {
     "job_type": "kojo.registry",
     "register_job_type": "kojo.registry",
     "JobState": "kojo.states",
+    "cancel": "kojo.control",
+    "abort": "kojo.control",
+    "release": "kojo.control",
+    "retry": "kojo.control",
+    "hold": "kojo.control",
     "mutex": "kojo.locks",
     "semaphore": "kojo.locks",
 }

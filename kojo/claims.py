@@ -63,6 +63,9 @@ def claim(
         chosen = admit(rows, slots, using=using)
         if not chosen:
             return []
+        # Stamped after the limits were counted under lock, so the changelog's intervals never overlap
+        # beyond a limit even though the candidates were read a moment earlier.
+        now = timezone.now()
         singletons = set(
             JobType.objects.using(using)
             .filter(pk__in={type_id for _, type_id in chosen}, can_work_in_parallel=False)

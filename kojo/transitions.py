@@ -41,11 +41,16 @@ def transition(
     outcome: str = "",
     actor: str = "",
     strict: bool = True,
+    where: dict[str, Any] | None = None,
     using: str = "default",
     **fields: Any,
 ) -> bool:
     """Move one job to ``to``; raise IllegalTransition (or return False when not ``strict``) if its
-    current state is not one of ``expect`` (default: every state the transition table allows)."""
+    current state is not one of ``expect`` (default: every state the transition table allows).
+
+    ``where`` adds conditions, e.g. ``{"attempts": 3}`` so that a job process can only end its own
+    attempt, never a later one after its job was rescued and claimed again.
+    """
     to = JobState(to)
     allowed = frozenset(JobState(state) for state in expect) if expect is not None else sources(to)
     allowed &= sources(to)
@@ -53,7 +58,7 @@ def transition(
         row = (
             Job.objects.using(using)
             .select_for_update(of=("self",))
-            .filter(pk=job_id)
+            .filter(pk=job_id, **(where or {}))
             .values_list(
                 "state", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration"
             )
@@ -73,7 +78,7 @@ def transition(
         elif to == JobState.WAITING:
             updates.setdefault("finished_at", None)
             updates.setdefault("delete_after", None)
-        changed = Job.objects.using(using).filter(pk=job_id, state=current).update(**updates)
+        changed = Job.objects.using(using).filter(pk=job_id, state=current, **(where or {})).update(**updates)
         if not changed:
             if strict:
                 raise IllegalTransition(

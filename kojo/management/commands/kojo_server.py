@@ -1,0 +1,31 @@
+"""``manage.py kojo_server``: run this node's process tree until stopped (SIGTERM/SIGINT)."""
+
+import logging
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from kojo.conf import settings
+from kojo.server.arbiter import Arbiter
+
+MODES = ("ondemand", "static", "dynamic")
+
+
+class Command(BaseCommand):
+    help = "Run kojo's job server on this node: claims due jobs and runs each in its own process."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--mode", choices=MODES, help="ondemand: fork per job; static, dynamic: pooled")
+        parser.add_argument("--concurrency", type=int, help="most jobs this node runs at once")
+        parser.add_argument(
+            "--queue", action="append", dest="queues", default=[], help="serve only this queue (repeatable)"
+        )
+
+    def handle(self, *args, mode=None, concurrency=None, queues=(), **options):
+        concurrency = settings.CONCURRENCY if concurrency is None else concurrency
+        if concurrency < 1:
+            raise CommandError("--concurrency must be at least 1")
+        if not logging.getLogger("kojo").handlers and not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+        arbiter = Arbiter(mode=mode or settings.MODE, concurrency=concurrency, queues=list(queues))
+        sys.exit(arbiter.run())

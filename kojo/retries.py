@@ -1,0 +1,105 @@
+"""What happens after an attempt goes wrong: another attempt later, or the end.
+
+Every way a working job can stop without finishing well (an exception, a crash, a timeout, a lost
+server) comes here, so they all count as attempts and obey the same policy: a job that kills its
+process every time ends ``complete_failed`` after ``max_attempts``, it never loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from kojo.durations import parse_duration
+from kojo.models import Backoff, Job, JobType
+from kojo.states import JobState, Outcome
+from kojo.transitions import transition
+
+logger = logging.getLogger(__name__)
+
+# The longest delay any backoff produces, so exponential growth stays sane.
+MAX_DELAY = timedelta(days=1)
+
+
+def retry_delay(job_type: JobType, attempt: int) -> timedelta:
+    """Delay before the attempt after ``attempt`` (1-based) by the type's backoff, with optional jitter."""
+    base = parse_duration(job_type.retry_interval)
+    if job_type.retry_backoff == Backoff.LINEAR:
+        delay = base * attempt
+    elif job_type.retry_backoff == Backoff.EXPONENTIAL:
+        delay = base * (2 ** min(attempt - 1, 30))
+    else:
+        delay = base
+    delay = min(delay, MAX_DELAY)
+    if job_type.retry_jitter and delay:
+        # "Equal jitter": half fixed, half random, so retries spread out but never come at once.
+        delay = delay / 2 + delay / 2 * random.random()
+    return delay
+
+
+def end_attempt(
+    job: Job,
+    outcome: Outcome,
+    reason: str,
+    *,
+    error: str = "",
+    traceback: str = "",
+    actor: str = "",
+    attempts: int | None = None,
+    retry: bool = True,
+) -> JobState | None:
+    """Record a failed attempt and retry or fail the job by its policy; return the new state.
+
+    Returns None when the job was no longer working for this attempt (someone else ended it).
+    """
+    job_type = job.job_type
+    attempts = job.attempts if attempts is None else attempts
+    max_attempts = job.max_attempts or job_type.max_attempts
+    fields: dict[str, Any] = {"error": error or reason, "traceback": traceback, "pid": None}
+    where = {"attempts": attempts}
+    if retry and attempts < max_attempts:
+        delay = retry_delay(job_type, attempts)
+        target = JobState.WAITING
+        fields["start_after"] = timezone.now() + delay
+        reason = f"{reason}; attempt {attempts} of {max_attempts}, next in {delay.total_seconds():.1f} s"
+    else:
+        target = JobState.COMPLETE_FAILED
+        if retry:
+            reason = f"{reason}; attempt {attempts} of {max_attempts}, none left"
+    changed = transition(
+        job.pk,
+        target,
+        expect=[JobState.WORKING],
+        outcome=outcome,
+        reason=reason,
+        actor=actor,
+        strict=False,
+        where=where,
+        **fields,
+    )
+    if not changed:
+        return None
+    logger.info("job %s %s: %s", job.pk, outcome, reason, extra={"job_id": job.pk, "action": "end_attempt"})
+    return target
+
+
+def requeue_interrupted(job: Job, reason: str, *, actor: str = "") -> bool:
+    """A job stopped by its server's shutdown goes back to waiting; it was not the job's fault, so the
+    attempt is given back."""
+    return transition(
+        job.pk,
+        JobState.WAITING,
+        expect=[JobState.WORKING],
+        outcome=Outcome.INTERRUPTED,
+        reason=reason,
+        actor=actor,
+        strict=False,
+        where={"attempts": job.attempts},
+        attempts=max(job.attempts - 1, 0),
+        start_after=timezone.now(),
+        pid=None,
+    )

@@ -1,0 +1,135 @@
+"""The API a job's code sees: ``job.params``, ``job.progress(50)``, ``job.complete_success()``...
+
+Each request (complete success or failed, retry, hold) is applied at once through the state machine,
+on the job process's connection: called inside ``transaction.atomic()`` it commits or rolls back with
+the job's own writes and with any jobs it schedules, which makes the job its own outbox. A request can
+only end this attempt: once it has been applied, later requests raise IllegalTransition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from kojo.conf import settings
+from kojo.models import Job
+from kojo.scheduling import schedule, start_time
+from kojo.states import JobState, Outcome
+from kojo.transitions import transition
+
+logger = logging.getLogger("kojo.job")
+
+
+class JobLogger(logging.LoggerAdapter):
+    """Prefixes every line with the job, as the process title does: ``job[42 send_mail]``."""
+
+    def process(self, msg, kwargs):
+        kwargs.setdefault("extra", {}).update(self.extra)
+        return f"job[{self.extra['job_id']} {self.extra['type_code']}] {msg}", kwargs
+
+
+class JobContext:
+    def __init__(self, job: Job, *, actor: str = ""):
+        self._job = job
+        self.actor = actor
+        self.id: int = job.pk
+        self.params: dict[str, Any] = job.params
+        self.type_code: str = job.job_type.type_code
+        self.attempt: int = job.attempts
+        self.logger = JobLogger(logger, {"job_id": job.pk, "type_code": self.type_code})
+        self.ended: JobState | None = None
+        self.abort_requested = False  # set by the job process's SIGTERM handler
+        self._last_progress_write = 0.0
+        self._last_abort_check = 0.0
+
+    @property
+    def job(self) -> Job:
+        return self._job
+
+    def _end(self, target: JobState, outcome: str, reason: str, **fields: Any) -> None:
+        transition(
+            self.id,
+            target,
+            expect=[JobState.WORKING],
+            outcome=outcome,
+            reason=reason,
+            actor=self.actor,
+            where={"attempts": self.attempt},
+            **fields,
+        )
+        self.ended = target
+
+    def complete_success(self, result: Any = None) -> None:
+        """Finish well now, keeping ``result`` (JSON) on the job."""
+        result = json_result(result)
+        self._end(JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, "completed", result=result, progress=100)
+
+    def complete_failed(self, reason: str = "failed", result: Any = None) -> None:
+        """Finish badly now, without another attempt."""
+        self._end(JobState.COMPLETE_FAILED, Outcome.FAILED, reason, error=reason, result=json_result(result))
+
+    def retry(
+        self,
+        *,
+        at: datetime | None = None,
+        delay: timedelta | float | str | None = None,
+        reason: str = "retry requested",
+    ) -> None:
+        """Run again later (now if no time is given); this attempt ends here."""
+        self._end(JobState.WAITING, Outcome.RETRY, reason, start_after=start_time(at, delay))
+
+    def hold(self, reason: str = "held by the job") -> None:
+        """Park the job until an operator releases it."""
+        self._end(JobState.HOLD, Outcome.HELD, reason)
+
+    def cancel_for_abort(self) -> None:
+        """The job noticed an abort request and returned: record it as aborted."""
+        by = Job.objects.filter(pk=self.id).values_list("abort_requested_by", flat=True).first()
+        by = by or "an operator"
+        self._end(JobState.CANCELED, Outcome.ABORTED, f"aborted by {by}")
+
+    def schedule(self, type_code: str, params: dict[str, Any] | None = None, **options: Any) -> Job:
+        """Schedule another job, on this job's connection and inside its open transaction, if any."""
+        return schedule(type_code, params, **options)
+
+    def progress(self, percent: float) -> None:
+        """Report progress (0-100); also tells the fleet the job is alive. Writes are rate-limited."""
+        value = max(0, min(100, int(percent)))
+        now = time.monotonic()
+        if now - self._last_progress_write < settings.PROGRESS_MIN_INTERVAL and value < 100:
+            return
+        self._last_progress_write = now
+        Job.objects.filter(pk=self.id, state=JobState.WORKING, attempts=self.attempt).update(
+            progress=value, heartbeat_at=timezone.now()
+        )
+
+    def should_abort(self) -> bool:
+        """True once an operator asked to abort this job, or its server is stopping it."""
+        if self.abort_requested:
+            return True
+        now = time.monotonic()
+        if now - self._last_abort_check >= settings.POLL_INTERVAL:
+            self._last_abort_check = now
+            self.abort_requested = (
+                Job.objects.filter(pk=self.id).exclude(abort_requested_by="").exists()
+                or not Job.objects.filter(pk=self.id, state=JobState.WORKING, attempts=self.attempt).exists()
+            )
+        return self.abort_requested
+
+    def __repr__(self) -> str:
+        return f"<JobContext job[{self.id} {self.type_code}] attempt {self.attempt}>"
+
+
+def json_result(value: Any) -> Any:
+    """Results are stored as JSON; anything else is a programming error worth a clear message."""
+    if value is None:
+        return None
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"a job's result must be JSON: {error}") from None

@@ -1,0 +1,419 @@
+"""The root process of ``kojo_server``: it owns the children and nothing else blocks it.
+
+Signal handlers only queue the signal number (and wake the loop through a pipe). One loop handles
+queued signals, then reaps children, reads what pooled workers report, kills children that overran
+their timeout or were aborted, keeps the pool full, and renews the heartbeat. In ``ondemand`` mode the
+arbiter claims due jobs itself and forks one process per job; in ``static`` and ``dynamic`` modes it
+keeps pre-forked workers that claim for themselves. Stopping is two-stage: drain for
+``GRACEFUL_TIMEOUT``, then SIGTERM, ``KILL_GRACE``, SIGKILL; a second stop signal skips the drain.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, connections
+
+from kojo.claims import claim
+from kojo.conf import settings
+from kojo.models import Job, Server
+from kojo.registry import registry
+from kojo.retries import end_attempt, requeue_interrupted
+from kojo.server import exitcodes
+from kojo.server.forking import set_title
+from kojo.server.heartbeat import beat, register_server
+from kojo.server.housekeeper import spawn_housekeeper
+from kojo.server.job_process import spawn_job_process
+from kojo.server.worker import spawn_worker
+from kojo.states import JobState, Outcome
+from kojo.transitions import transition
+
+logger = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+# One claim in this many ignores importance and takes the oldest due job, so nothing starves.
+OLDEST_FIRST_EVERY = 10
+# A child that dies this soon after it was forked, this many times in a row, halts the server.
+BOOT_WINDOW, BOOT_FAILURES = 1.0, 5
+
+
+@dataclass
+class Child:
+    pid: int
+    kind: str  # "job", "worker" or "housekeeper"
+    index: int = 0
+    started: float = field(default_factory=time.monotonic)
+    job_id: int | None = None
+    attempt: int = 0
+    type_code: str = ""
+    deadline: float | None = None
+    timeout: float = 0.0
+    idle_since: float | None = None
+    kill_reason: str = ""
+    term_sent_at: float | None = None
+
+
+class Arbiter:
+    def __init__(self, *, mode: str, concurrency: int, queues: list[str]):
+        self.mode, self.concurrency, self.queues = mode, concurrency, queues
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.actor = f"{self.host}:{self.pid}"
+        self.children: dict[int, Child] = {}
+        self.signal_queue: list[int] = []
+        self.stop_requested = 0  # 1 = drain, 2 = stop now
+        self.server: Server | None = None
+        self.claims = 0
+        self.last_beat = 0.0
+        self.quick_deaths = 0
+        self.db_backoff = 0.0
+        self.report_buffer = b""
+        self.more_due = False
+
+    # --- start-up -------------------------------------------------------------------------------
+    def run(self) -> int:
+        set_title(f"server[{self.pid}]")
+        registry.sync()
+        self.server = register_server(self.mode, self.concurrency, self.queues)
+        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK)
+        signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self.queue_signal)
+        logger.info(
+            "server[%s] started on %s: mode %s, concurrency %s, queues %s",
+            self.pid,
+            self.host,
+            self.mode,
+            self.concurrency,
+            self.queues or "all",
+        )
+        try:
+            code = self.loop()
+        finally:
+            self.stop()
+        return code
+
+    def queue_signal(self, signum, frame) -> None:
+        self.signal_queue.append(signum)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def loop(self) -> int:
+        while not self.stop_requested:
+            self.wait()
+            self.handle_signals()
+            if self.stop_requested:
+                break
+            self.read_reports()
+            self.reap_children()
+            if self.quick_deaths >= BOOT_FAILURES:
+                logger.critical("children keep dying at start-up; stopping the server")
+                return exitcodes.BOOT_ERROR
+            self.kill_stuck_children()
+            self.guarded(self.maintain_children)
+            self.guarded(self.heartbeat)
+        return exitcodes.OK
+
+    def wait(self) -> None:
+        timeout = 0.0 if self.more_due and self.free_job_slots() else settings.POLL_INTERVAL
+        if self.db_backoff:
+            timeout = self.db_backoff
+        timeout = min(timeout, self.next_deadline_in())
+        try:
+            ready, _, _ = select.select([self.wakeup_r, self.report_r], [], [], max(timeout, 0.0))
+        except InterruptedError:
+            return
+        if self.wakeup_r in ready:
+            try:
+                while os.read(self.wakeup_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def next_deadline_in(self) -> float:
+        now = time.monotonic()
+        soonest = settings.POLL_INTERVAL
+        for child in self.children.values():
+            if child.term_sent_at is not None:
+                soonest = min(soonest, child.term_sent_at + settings.KILL_GRACE - now)
+            elif child.deadline is not None:
+                soonest = min(soonest, child.deadline - now)
+        return max(soonest, 0.01)
+
+    def guarded(self, step) -> None:
+        """Run a step that talks to the database; while the database is away, log and back off."""
+        try:
+            step()
+            self.db_backoff = 0.0
+        except DatabaseError as error:
+            self.db_backoff = min(max(self.db_backoff * 2, 0.5), 10.0)
+            logger.warning("database unavailable (%s); retrying in %.1f s", error, self.db_backoff)
+            connections.close_all()
+
+    def handle_signals(self) -> None:
+        while self.signal_queue:
+            signum = self.signal_queue.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.stop_requested = 2 if self.stop_requested else 1
+                logger.info("server[%s]: %s, stopping", self.pid, signal.Signals(signum).name)
+            elif signum == signal.SIGQUIT:
+                self.stop_requested = 2
+            elif signum == signal.SIGHUP:
+                self.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: sync job types registered in code and replace pooled workers with fresh ones."""
+        logger.info("server[%s]: reloading", self.pid)
+        self.guarded(registry.sync)
+        for child in self.children.values():
+            if child.kind == "worker":
+                self.signal_child(child, signal.SIGUSR2)
+
+    # --- children ---------------------------------------------------------------------------------
+    def reap_children(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            if time.monotonic() - child.started < BOOT_WINDOW and status != 0 and child.job_id is None:
+                self.quick_deaths += 1
+            elif child.kind != "housekeeper":
+                self.quick_deaths = 0
+            if child.job_id is not None:
+                self.guarded(lambda child=child, status=status: self.settle(child, status))
+
+    def settle(self, child: Child, status: int) -> None:
+        """Record the ending of a job whose process exited while the job was still working."""
+        job = (
+            Job.objects.select_related("job_type")
+            .filter(pk=child.job_id, state=JobState.WORKING, attempts=child.attempt)
+            .first()
+        )
+        if job is None:
+            return  # the job recorded its own ending
+        if child.kill_reason == "timeout":
+            end_attempt(job, Outcome.TIMED_OUT, f"timed out after {child.timeout:g} s", actor=self.actor)
+        elif child.kill_reason == "abort":
+            by = job.abort_requested_by or "an operator"
+            transition(
+                job.pk,
+                JobState.CANCELED,
+                expect=[JobState.WORKING],
+                outcome=Outcome.ABORTED,
+                reason=f"aborted by {by}",
+                actor=self.actor,
+                strict=False,
+                where={"attempts": child.attempt},
+            )
+        elif child.kill_reason == "stop":
+            requeue_interrupted(job, f"interrupted: server[{self.pid}] stopped", actor=self.actor)
+        else:
+            end_attempt(job, Outcome.CRASHED, describe_exit(status), actor=self.actor)
+
+    def read_reports(self) -> None:
+        """Lines from pooled workers: ``<pid> busy <job> <attempt> <timeout>`` or ``<pid> idle``."""
+        try:
+            while chunk := os.read(self.report_r, 65536):
+                self.report_buffer += chunk
+        except BlockingIOError:
+            pass
+        *lines, self.report_buffer = self.report_buffer.split(b"\n")
+        now = time.monotonic()
+        for line in lines:
+            parts = line.decode().split()
+            child = self.children.get(int(parts[0])) if parts else None
+            if child is None:
+                continue
+            if parts[1] == "busy":
+                child.job_id, child.attempt, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
+                child.deadline = now + child.timeout if child.timeout else None
+                child.idle_since = None
+            elif parts[1] == "idle":
+                child.job_id, child.deadline, child.idle_since = None, None, now
+
+    def kill_stuck_children(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.term_sent_at is not None:
+                if now - child.term_sent_at >= settings.KILL_GRACE:
+                    self.signal_child(child, signal.SIGKILL)
+            elif child.deadline is not None and now >= child.deadline:
+                logger.warning("job %s timed out after %g s; stopping it", child.job_id, child.timeout)
+                self.terminate(child, "timeout")
+
+    def terminate(self, child: Child, reason: str) -> None:
+        child.kill_reason = child.kill_reason or reason
+        child.term_sent_at = time.monotonic()
+        self.signal_child(child, signal.SIGTERM)
+
+    def signal_child(self, child: Child, signum: int) -> None:
+        """Job processes and workers lead their own process group: kill the group, grandchildren too."""
+        try:
+            if child.kind == "housekeeper":
+                os.kill(child.pid, signum)
+            else:
+                os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            try:
+                os.kill(child.pid, signum)  # forked but not yet leading its group
+            except ProcessLookupError:
+                pass
+        except OSError as error:
+            if error.errno != errno.EPERM:
+                raise
+
+    def maintain_children(self) -> None:
+        if not any(child.kind == "housekeeper" for child in self.children.values()):
+            self.spawn(Child(spawn_housekeeper(server_pid=self.pid, host=self.host), "housekeeper"))
+        if self.mode == "ondemand":
+            self.fork_for_due_jobs()
+        else:
+            self.keep_workers()
+
+    def spawn(self, child: Child) -> None:
+        self.children[child.pid] = child
+
+    def job_children(self) -> list[Child]:
+        return [child for child in self.children.values() if child.kind != "housekeeper"]
+
+    def free_job_slots(self) -> int:
+        return self.concurrency - len(self.job_children())
+
+    def fork_for_due_jobs(self) -> None:
+        free = self.free_job_slots()
+        self.more_due = False
+        if free <= 0:
+            return
+        self.claims += 1
+        jobs = claim(
+            free,
+            server_id=self.server.pk,
+            host=self.host,
+            pid=self.pid,
+            queues=self.queues,
+            oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
+        )
+        self.more_due = len(jobs) == free
+        for job in jobs:
+            timeout = job.job_type.timeout_delta
+            pid = spawn_job_process(job, server_pid=self.pid, host=self.host)
+            Job.objects.filter(pk=job.pk, state=JobState.WORKING, attempts=job.attempts).update(pid=pid)
+            self.spawn(
+                Child(
+                    pid,
+                    "job",
+                    job_id=job.pk,
+                    attempt=job.attempts,
+                    type_code=job.job_type.type_code,
+                    timeout=timeout.total_seconds() if timeout else 0.0,
+                    deadline=time.monotonic() + timeout.total_seconds() if timeout else None,
+                )
+            )
+
+    def keep_workers(self) -> None:
+        workers = [child for child in self.children.values() if child.kind == "worker"]
+        wanted = self.concurrency
+        if self.mode == "dynamic":
+            busy = sum(1 for child in workers if child.job_id is not None)
+            idle = len(workers) - busy
+            wanted = max(settings.MIN_WORKERS, min(self.concurrency, busy + 1))
+            # Retire workers idle for a while beyond the minimum.
+            retire_after = 10 * settings.POLL_INTERVAL
+            now = time.monotonic()
+            for child in workers:
+                if idle > settings.MIN_WORKERS and child.idle_since and now - child.idle_since > retire_after:
+                    self.signal_child(child, signal.SIGUSR2)
+                    child.idle_since = None
+                    idle -= 1
+        used = {child.index for child in workers}
+        for index in range(1, self.concurrency + 1):
+            if len(used) >= wanted:
+                break
+            if index not in used:
+                pid = spawn_worker(
+                    index,
+                    server_pid=self.pid,
+                    server_id=self.server.pk,
+                    host=self.host,
+                    report_fd=self.report_w,
+                    queues=self.queues,
+                )
+                self.spawn(Child(pid, "worker", index=index, idle_since=time.monotonic()))
+                used.add(index)
+
+    def heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self.last_beat < settings.HEARTBEAT_INTERVAL:
+            return
+        self.last_beat = now
+        if not beat(self.server, self.describe_children()):
+            logger.error("server[%s]: my server row is gone (declared dead?); registering again", self.pid)
+            self.server = register_server(self.mode, self.concurrency, self.queues)
+        running = {child.job_id: child for child in self.job_children() if child.job_id is not None}
+        if running:
+            aborted = (
+                Job.objects.filter(pk__in=list(running), state=JobState.WORKING)
+                .exclude(abort_requested_by="")
+                .values_list("pk", flat=True)
+            )
+            for job_id in aborted:
+                child = running[job_id]
+                if child.term_sent_at is None:
+                    logger.info("job %s: abort requested; stopping its process group", job_id)
+                    self.terminate(child, "abort")
+
+    def describe_children(self) -> list[dict]:
+        return [
+            {"pid": child.pid, "kind": child.kind, "job_id": child.job_id, "type_code": child.type_code}
+            for child in self.children.values()
+        ]
+
+    # --- stopping -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Drain (unless told twice), then stop what still runs, record it honestly, and leave."""
+        for child in self.children.values():
+            if child.kind == "housekeeper":
+                self.signal_child(child, signal.SIGTERM)
+            elif child.kind == "worker":
+                self.signal_child(child, signal.SIGUSR2)  # finish the current job, then exit
+        self.guarded(lambda: Server.objects.filter(pk=self.server.pk).update(stopping=True))
+        deadline = time.monotonic() + settings.GRACEFUL_TIMEOUT
+        while self.job_children() and self.stop_requested < 2 and time.monotonic() < deadline:
+            self.wait()
+            self.handle_signals()
+            self.read_reports()
+            self.reap_children()
+            self.kill_stuck_children()
+            self.guarded(self.heartbeat)
+        for child in list(self.children.values()):
+            if child.term_sent_at is None:
+                self.terminate(child, "stop")
+        while self.children:
+            self.wait()
+            self.read_reports()
+            self.reap_children()
+            self.kill_stuck_children()
+        self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
+        logger.info("server[%s] stopped", self.pid)
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+        hint = ", perhaps out of memory?" if signum == signal.SIGKILL else ""
+        return f"crashed: process terminated by {name}{hint}"
+    return f"crashed: process exited with code {os.waitstatus_to_exitcode(status)} without ending the job"

@@ -1,0 +1,103 @@
+"""Running one claimed job: call its worker and record how it ended.
+
+Shared by the fork-per-job process and the pre-forked workers. Whatever happens in the job's code
+ends in exactly one transition: the one the job asked for, an automatic success, or a failed attempt
+that the retry policy turns into another attempt or the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import DatabaseError, connections
+
+from kojo.models import Job
+from kojo.registry import registry
+from kojo.retries import end_attempt
+from kojo.runtime import JobContext, json_result
+from kojo.states import Outcome
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Seconds a job process keeps trying to record its job's ending while the database is away.
+RECORD_PATIENCE = 60.0
+
+
+def run_job(job: Job, *, actor: str) -> JobContext:
+    context = JobContext(job, actor=actor)
+
+    def request_abort(signum, frame):
+        context.abort_requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_abort)
+    try:
+        try:
+            work = registry.resolve(job.job_type.worker)
+            result = work(context)
+        except Exception as error:
+            record_exception(context, job, error, actor=actor)
+            return context
+        if context.ended is not None:
+            return context
+        if context.abort_requested and Job.objects.filter(pk=job.pk).exclude(abort_requested_by="").exists():
+            with_db_retry(lambda: context.cancel_for_abort())
+            return context
+        if job.job_type.auto_complete_success:
+            try:
+                json_result(result)
+            except TypeError as error:
+                message = str(error)
+                with_db_retry(lambda: context.complete_failed(message))
+                return context
+            with_db_retry(lambda: context.complete_success(result))
+        else:
+            with_db_retry(
+                lambda: context.complete_failed(
+                    "the worker returned without asking for an ending, and the type does not auto-complete"
+                )
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return context
+
+
+def record_exception(context: JobContext, job: Job, error: Exception, *, actor: str) -> None:
+    detail = traceback.format_exc()
+    if context.ended is not None:
+        logger.error("job %s raised after it ended: %s", job.pk, error, exc_info=True)
+        return
+    reason = f"exception {type(error).__module__}.{type(error).__qualname__}: {error}"
+    context.logger.warning("%s", reason)
+    with_db_retry(
+        lambda: end_attempt(
+            job,
+            Outcome.PANICKED,
+            reason,
+            error=reason,
+            traceback=detail,
+            actor=actor,
+            attempts=context.attempt,
+        )
+    )
+
+
+def with_db_retry(action: Callable[[], T], patience: float = RECORD_PATIENCE) -> T:
+    """Run a database write, reconnecting with backoff while the database is away."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            return action()
+        except DatabaseError:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("database unavailable; retrying in %.1f s", delay, exc_info=True)
+            connections.close_all()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,61 @@
+"""The housekeeper child: cron ticks, orphan rescue, pruning of expired jobs.
+
+Every server runs one. Each chore is safe to run on many servers at once (conditional updates and
+unique constraints decide), so the fleet needs no leader; the housekeeping mutex, when the lock backend
+is reachable, only saves duplicate work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from django.db import DatabaseError, connections
+
+from kojo.conf import settings
+from kojo.cron import schedule_due_ticks
+from kojo.pruning import prune_expired
+from kojo.server import exitcodes
+from kojo.server.forking import prepare_child
+from kojo.server.heartbeat import forget_dead_servers, rescue_orphans
+
+logger = logging.getLogger(__name__)
+
+
+def spawn_housekeeper(*, server_pid: int, host: str) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = exitcodes.OK
+    try:
+        prepare_child(server_pid, f"server[{server_pid}]/housekeeper", own_process_group=False)
+        run_housekeeping(server_pid, actor=f"{host}:{os.getpid()}")
+    except BaseException:
+        logger.exception("housekeeper failed")
+        code = exitcodes.BOOT_ERROR
+    finally:
+        os._exit(code)
+
+
+def run_housekeeping(server_pid: int, *, actor: str) -> None:
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    delay = settings.HOUSEKEEPING_INTERVAL
+    last_prune = 0.0
+    while not stopping and os.getppid() == server_pid:
+        started = time.monotonic()
+        try:
+            schedule_due_ticks(actor=actor)
+            rescue_orphans(actor=actor)
+            if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
+                prune_expired()
+                forget_dead_servers()
+                last_prune = started
+            delay = settings.HOUSEKEEPING_INTERVAL
+        except DatabaseError:
+            logger.warning("housekeeping: database unavailable, retrying in %.1f s", delay, exc_info=True)
+            connections.close_all()
+            delay = min(delay * 2, 10.0)
+        time.sleep(max(0.0, delay - (time.monotonic() - started)))

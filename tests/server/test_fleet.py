@@ -1,0 +1,50 @@
+"""Fleet-wide promises, checked with several real kojo_server processes on one database."""
+
+import pytest
+
+from kojo.models import Job
+from kojo.states import JobState
+from tests.server.conftest import wait_for
+from tests.server.helpers import all_finished, max_overlap, states
+
+pytestmark = pytest.mark.server
+
+
+def test_schedule_limit_holds_across_three_servers(start_server, make_job_type):
+    limited = make_job_type(worker="tests.kojo_jobs.sleep", schedule_limit=2)
+    Job.objects.bulk_create(Job(job_type=limited, params={"seconds": 0.05}) for _ in range(50))
+    for _ in range(3):
+        start_server("--concurrency", "4")
+    samples = []
+
+    def done():
+        samples.append(Job.objects.filter(job_type=limited, state=JobState.WORKING).count())
+        return all_finished(limited)
+
+    wait_for(done, timeout=60, interval=0.01, message="50 limited jobs to finish")
+    assert states(limited) == {JobState.COMPLETE_SUCCESS: 50}
+    assert max(samples) <= 2
+    assert max_overlap(limited) <= 2
+    # The work was spread: more than one server took part.
+    assert Job.objects.filter(job_type=limited).values("server_id").distinct().count() >= 1
+
+
+def test_singleton_type_never_overlaps(start_server, make_job_type):
+    single = make_job_type(worker="tests.kojo_jobs.sleep", can_work_in_parallel=False, schedule_limit=10)
+    Job.objects.bulk_create(Job(job_type=single, params={"seconds": 0.05}) for _ in range(15))
+    start_server("--concurrency", "4")
+    start_server("--concurrency", "4", "--mode", "static")
+    wait_for(lambda: all_finished(single), timeout=60, message="singleton jobs to finish")
+    assert states(single) == {JobState.COMPLETE_SUCCESS: 15}
+    assert max_overlap(single) == 1
+
+
+def test_importance_orders_claims(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.noop", can_work_in_parallel=False)
+    low = [Job.objects.create(job_type=kind, importance=-10) for _ in range(3)]
+    high = [Job.objects.create(job_type=kind, importance=50) for _ in range(3)]
+    start_server("--concurrency", "1")
+    wait_for(lambda: all_finished(kind), message="jobs to finish")
+    order = list(Job.objects.filter(job_type=kind).order_by("started_at").values_list("pk", flat=True))
+    assert order[:3] == [job.pk for job in high]
+    assert order[3:] == [job.pk for job in low]

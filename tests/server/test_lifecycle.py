@@ -1,0 +1,143 @@
+"""One server, real processes: outcomes, retries, timeouts, crashes, aborts, modes."""
+
+import os
+import signal
+
+import pytest
+
+import kojo
+from kojo.models import Job, JobStateChange
+from kojo.states import JobState, Outcome
+from tests.server.conftest import wait_for
+
+pytestmark = pytest.mark.server
+
+
+def finished(job, timeout=20.0):
+    def check():
+        job.refresh_from_db()
+        return job.state in (JobState.COMPLETE_SUCCESS, JobState.COMPLETE_FAILED, JobState.CANCELED)
+
+    wait_for(check, timeout=timeout, message=f"job {job.pk} to finish")
+    return job
+
+
+def outcomes(job):
+    return list(JobStateChange.objects.filter(job=job).exclude(outcome="").values_list("outcome", flat=True))
+
+
+@pytest.mark.parametrize("mode", ["ondemand", "static", "dynamic"])
+def test_each_mode_runs_jobs_with_results(start_server, make_job_type, mode):
+    kind = make_job_type(worker="tests.kojo_jobs.echo")
+    jobs = [kojo.schedule(kind.type_code, {"n": n}) for n in range(6)]
+    start_server("--mode", mode, "--concurrency", "2")
+    for n, job in enumerate(jobs):
+        assert finished(job).state == JobState.COMPLETE_SUCCESS
+        assert job.result == {"n": n}
+        assert job.attempts == 1
+
+
+def test_exceptions_are_retried_then_fail_with_every_error_kept(start_server, make_job_type):
+    kind = make_job_type(
+        worker="tests.kojo_jobs.fail", max_attempts=3, retry_interval="PT0.1S", retry_jitter=False
+    )
+    job = kojo.schedule(kind.type_code)
+    start_server()
+    finished(job)
+    assert job.state == JobState.COMPLETE_FAILED
+    assert job.attempts == 3
+    assert "ValueError: failure 3" in job.error
+    assert "Traceback" in job.traceback
+    reasons = list(
+        JobStateChange.objects.filter(job=job, outcome=Outcome.PANICKED).values_list("reason", flat=True)
+    )
+    assert [r.split(";")[0] for r in reasons] == [
+        f"exception builtins.ValueError: failure {n}" for n in (1, 2, 3)
+    ]
+
+
+def test_a_job_that_kills_its_process_every_time_ends_failed(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.kill_self", max_attempts=2, retry_interval="PT0S")
+    job = kojo.schedule(kind.type_code)
+    start_server()
+    finished(job)
+    assert job.state == JobState.COMPLETE_FAILED and job.attempts == 2
+    assert outcomes(job) == [Outcome.CRASHED, Outcome.CRASHED]
+    assert "SIGKILL" in job.error
+
+
+def test_sigkill_of_a_job_process_is_retried(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.kill_self", max_attempts=3, retry_interval="PT0S")
+    job = kojo.schedule(kind.type_code, {"until": 2})
+    start_server()
+    finished(job)
+    assert job.state == JobState.COMPLETE_SUCCESS
+    assert job.result == {"attempt": 2}
+    assert outcomes(job) == [Outcome.CRASHED, Outcome.SUCCEEDED]
+
+
+def test_timeout_stops_the_job_and_records_it(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.hang", timeout="PT1S", max_attempts=1)
+    job = kojo.schedule(kind.type_code)
+    start_server()
+    finished(job, timeout=30)
+    assert job.state == JobState.COMPLETE_FAILED
+    assert outcomes(job) == [Outcome.TIMED_OUT]
+    assert "timed out after 1 s" in job.error
+
+
+def test_timeout_in_pooled_mode(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.hang", timeout="PT1S")
+    job = kojo.schedule(kind.type_code)
+    follow_up = kojo.schedule(make_job_type(worker="tests.kojo_jobs.echo").type_code, {"ok": 1}, delay=1.5)
+    start_server("--mode", "static", "--concurrency", "1")
+    assert finished(job, timeout=30).state == JobState.COMPLETE_FAILED
+    assert outcomes(job) == [Outcome.TIMED_OUT]
+    assert finished(follow_up).state == JobState.COMPLETE_SUCCESS  # the worker was replaced
+
+
+def test_abort_kills_a_working_job_on_its_node(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.hang")
+    job = kojo.schedule(kind.type_code)
+    start_server()
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.WORKING, pid__isnull=False).exists())
+    pid = Job.objects.get(pk=job.pk).pid
+    assert kojo.abort(job.pk, by="admin:alice") is False
+    finished(job)
+    assert job.state == JobState.CANCELED
+    change = JobStateChange.objects.get(job=job, outcome=Outcome.ABORTED)
+    assert change.reason == "aborted by admin:alice"
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), message="the job process to be gone")
+
+
+def test_a_cooperative_job_sees_the_abort_and_reports_progress(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.cooperative")
+    job = kojo.schedule(kind.type_code)
+    start_server()
+    wait_for(lambda: (Job.objects.get(pk=job.pk).progress or 0) > 3, message="progress")
+    kojo.abort(job.pk, by="test")
+    assert finished(job).state == JobState.CANCELED
+    assert outcomes(job) == [Outcome.ABORTED]
+
+
+def test_job_schedules_in_its_transaction_and_retries_itself(start_server, make_job_type):
+    make_job_type("noop")
+    kind = make_job_type(worker="tests.kojo_jobs.fan_out")
+    job = kojo.schedule(kind.type_code)
+    start_server()
+    finished(job)
+    assert job.result == {"attempt": 2}
+    assert outcomes(job) == [Outcome.RETRY, Outcome.SUCCEEDED]
+    wait_for(lambda: Job.objects.filter(job_type__type_code="noop", state=JobState.COMPLETE_SUCCESS).exists())
+
+
+def test_process_titles_name_the_server_and_job(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.hang")
+    job = kojo.schedule(kind.type_code)
+    server = start_server()
+    wait_for(lambda: Job.objects.filter(pk=job.pk, pid__isnull=False).exclude(pid=server.pid).exists())
+    pid = Job.objects.get(pk=job.pk).pid
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        title = cmdline.read().decode().strip("\x00")
+    assert title == f"kojo: server[{server.pid}]/job[{job.pk} {kind.type_code}]"
+    server.signal(signal.SIGKILL)
