@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: example test lint
 example: $(VENV)/.installed
-	cd example_project && ../$(VENV)/bin/python manage.py migrate --verbosity 0 && ../$(VENV)/bin/python manage.py kojo_example
+	cd example_project && ../$(VENV)/bin/python manage.py migrate --verbosity 0 && ../$(VENV)/bin/python manage.py serve_demo
 
 # tox's own interpreter discovery misses pyenv's shims; hand it the real interpreters.
 DISCOVER = $(foreach py,python3.11 python3.12 python3.13,$(shell $(py) -c 'import sys; print(sys.executable)' 2>/dev/null))
