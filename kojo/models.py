@@ -94,6 +94,9 @@ class JobType(models.Model):
     queue = models.CharField(
         max_length=100, default="default", help_text="Servers may serve chosen queues only."
     )
+    # The newest cron tick a job was created for; claiming a tick is one conditional UPDATE of this
+    # column, so a tick runs once even after its job was pruned.
+    last_cron_tick = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -58,4 +58,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             logger.warning("housekeeping: database unavailable, retrying in %.1f s", delay, exc_info=True)
             connections.close_all()
             delay = min(delay * 2, 10.0)
+        except Exception:
+            # One bad chore (say, a type whose row a hand edit broke) must not stop the others.
+            logger.exception("housekeeping pass failed")
         time.sleep(max(0.0, delay - (time.monotonic() - started)))

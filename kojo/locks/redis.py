@@ -1,0 +1,171 @@
+"""Fleet-wide locks in Redis, through the django-redis cache named by KOJO_REDIS_CACHE.
+
+Each lock name has three keys: a sorted set of holds scored by lease end, a hash of hold owners and a
+fencing-token counter. Every decision runs in a Lua script (scripts/*.lua) on the Redis clock, so the
+clients' clocks never matter. An owner renews its lease while it lives. When it dies, a process on its
+host notices on contention (its pid and start time are gone) and frees the slot at once; when the whole
+host is gone, the lease runs out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.exceptions
+from django_redis import get_redis_connection
+from redis.commands.core import Script
+
+from kojo.exceptions import LockNotOwned
+from kojo.locks.base import BackendUnavailable, Hold, Owner, ensure_owned_here
+
+logger = logging.getLogger(__name__)
+
+SCRIPTS_DIR = Path(__file__).with_name("scripts")
+# Errors that mean "Redis cannot answer now" (down, restarting, loading), as opposed to a refusal.
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _datetime(milliseconds: int | bytes | float) -> datetime:
+    return datetime.fromtimestamp(int(float(milliseconds)) / 1000, tz=UTC)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _parse_record(record: bytes) -> tuple[datetime, int, Owner]:
+    """Split an owners-hash value, "<since ms> <limit> <owner JSON>", as the scripts write it."""
+    since, limit, owner_json = record.decode().split(" ", 2)
+    owner = Owner.from_dict(json.loads(owner_json))
+    return _datetime(since), int(limit), owner
+
+
+class RedisBackend:
+    """Holds kept in Redis; see the module docstring for the key layout."""
+
+    renews_leases = True
+
+    def __init__(self, cache_alias: str, key_prefix: str):
+        self.cache_alias = cache_alias
+        self.key_prefix = key_prefix
+        self._client: redis.Redis | None = None
+        self._scripts: dict[str, Script] = {}
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend cache={self.cache_alias!r} prefix={self.key_prefix!r}>"
+
+    @property
+    def client(self) -> redis.Redis:
+        # redis-py pools notice a fork themselves; kojo.locks also builds a new backend in a child.
+        if self._client is None:
+            self._client = get_redis_connection(self.cache_alias)
+        return self._client
+
+    def _run(self, script_name: str, keys: list[str], args: list) -> object:
+        script = self._scripts.get(script_name)
+        if script is None:
+            source = (SCRIPTS_DIR / f"{script_name}.lua").read_text()
+            script = self._scripts[script_name] = self.client.register_script(source)
+        try:
+            # After a Redis restart the script cache is empty; Script reloads on NOSCRIPT by itself.
+            return script(keys=keys, args=args)
+        except UNREACHABLE as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    def _keys(self, name: str) -> list[str]:
+        base = f"{self.key_prefix}:lock:{name}"
+        return [f"{base}:holds", f"{base}:owners", f"{base}:token"]
+
+    def acquire(self, name: str, limit: int, owner: Owner, lease: float) -> Hold | None:
+        keys = self._keys(name)
+        args = [limit, _milliseconds(lease), owner.as_json]
+        reply = self._run("acquire", keys, args)
+        if reply[0] != 1:
+            # Contention: free the slots of holders that died on this host, then try once more.
+            dead = self._dead_on_this_host(name, reply[2])
+            if not dead or not self._drop(keys, dead):
+                return None
+            reply = self._run("acquire", keys, args)
+            if reply[0] != 1:
+                return None
+        _, token, now, expires = reply
+        return Hold(name, limit, owner, int(token), _datetime(now), _datetime(expires))
+
+    def release(self, hold: Hold) -> None:
+        ensure_owned_here(hold)
+        result = self._run("release", self._keys(hold.name)[:2], [hold.token, hold.owner.as_json])
+        self._check_owned(hold, result)
+
+    def renew(self, hold: Hold, lease: float) -> Hold:
+        ensure_owned_here(hold)
+        args = [hold.token, _milliseconds(lease), hold.owner.as_json]
+        result = self._run("renew", self._keys(hold.name)[:2], args)
+        self._check_owned(hold, result)
+        return dataclasses.replace(hold, expires=_datetime(result))
+
+    @staticmethod
+    def _check_owned(hold: Hold, result: object) -> None:
+        if result == -1:
+            raise LockNotOwned(f"lock {hold.name!r} token {hold.token} belongs to another owner")
+        if result == 0:
+            raise LockNotOwned(
+                f"lock {hold.name!r} token {hold.token} was lost: its lease ran out or Redis lost its data"
+            )
+
+    def reclaim_dead(self, name: str) -> int:
+        keys = self._keys(name)
+        try:
+            records = self.client.hgetall(keys[1])
+        except UNREACHABLE as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        flat = [item for pair in records.items() for item in pair]
+        return self._drop(keys, self._dead_on_this_host(name, flat))
+
+    def _dead_on_this_host(self, name: str, flat_records: list[bytes]) -> list[bytes]:
+        """Token/record pairs (flattened) of holds whose owner ran on this host and is gone."""
+        host = Owner.current().host
+        dead: list[bytes] = []
+        for token, record in zip(flat_records[::2], flat_records[1::2], strict=True):
+            _, _, owner = _parse_record(record)
+            if owner.host == host and not owner.is_alive_here():
+                logger.info("Freeing lock %s token %s: holder pid %s has died", name, int(token), owner.pid)
+                dead += [token, record]
+        return dead
+
+    def _drop(self, keys: list[str], dead: list[bytes]) -> int:
+        return int(self._run("reclaim", keys[:2], dead)) if dead else 0
+
+    def holders(self, name: str | None = None) -> list[Hold]:
+        base = f"{self.key_prefix}:lock:"
+        try:
+            client = self.client
+            if name is None:
+                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", base) + "*:owners"
+                owner_keys = sorted(key.decode() for key in client.scan_iter(match=pattern, count=1000))
+            else:
+                owner_keys = [self._keys(name)[1]]
+            seconds, microseconds = client.time()
+            pipe = client.pipeline(transaction=False)
+            for key in owner_keys:
+                pipe.hgetall(key)
+                pipe.zrange(key.removesuffix(":owners") + ":holds", 0, -1, withscores=True)
+            replies = pipe.execute()
+        except UNREACHABLE as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        now_ms = seconds * 1000 + microseconds // 1000
+        holds = []
+        for key, records, lease_ends in zip(owner_keys, replies[::2], replies[1::2], strict=True):
+            lock_name = key[len(base) : -len(":owners")]
+            lease_end_by_token = dict(lease_ends)
+            for token, record in records.items():
+                lease_end = lease_end_by_token.get(token)
+                if lease_end is None or lease_end <= now_ms:
+                    continue  # expired: the next acquire of this name removes it
+                since, limit, owner = _parse_record(record)
+                holds.append(Hold(lock_name, limit, owner, int(token), since, _datetime(lease_end)))
+        return sorted(holds, key=lambda hold: (hold.name, hold.token))

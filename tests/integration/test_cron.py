@@ -1,0 +1,60 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kojo.cron import latest_tick, next_ticks, schedule_due_ticks
+from kojo.models import Job, JobType
+from kojo.pruning import prune_expired
+
+pytestmark = pytest.mark.django_db
+NOON = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
+
+
+def test_latest_and_next_ticks():
+    assert latest_tick("*/15 * * * *", NOON) == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    assert latest_tick("* * * * *", datetime(2026, 1, 1, 0, 5, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 0, 5, tzinfo=UTC
+    )
+    assert next_ticks("0 * * * *", NOON, 2) == [
+        datetime(2026, 11, 26, 13, tzinfo=UTC),
+        datetime(2026, 11, 26, 14, tzinfo=UTC),
+    ]
+
+
+def test_one_job_per_tick_however_often_it_runs(make_job_type):
+    kind = make_job_type(cron_expression="* * * * *")
+    assert len(schedule_due_ticks(NOON)) == 1
+    assert schedule_due_ticks(NOON) == []
+    assert schedule_due_ticks(NOON + timedelta(seconds=20)) == []
+    job = Job.objects.get(job_type=kind)
+    assert job.cron_tick == job.start_after == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def test_missed_ticks_collapse_into_the_newest(make_job_type):
+    kind = make_job_type(cron_expression="* * * * *")
+    schedule_due_ticks(NOON)
+    created = schedule_due_ticks(NOON + timedelta(minutes=10))
+    assert [job.cron_tick for job in created] == [datetime(2026, 11, 26, 12, 10, tzinfo=UTC)]
+    assert Job.objects.filter(job_type=kind).count() == 2
+
+
+def test_a_tick_never_runs_twice_even_after_its_job_was_pruned(make_job_type):
+    kind = make_job_type(cron_expression="* * * * *", auto_delete_interval_duration="PT0S")
+    schedule_due_ticks(NOON)
+    Job.objects.filter(job_type=kind).update(state="complete_success", delete_after=NOON - timedelta(days=1))
+    assert prune_expired() == 1
+    assert schedule_due_ticks(NOON) == []
+
+
+def test_a_new_type_waits_for_its_next_tick(make_job_type):
+    make_job_type(cron_expression="0 3 * * *")
+    assert schedule_due_ticks(NOON) == []
+    assert len(schedule_due_ticks(datetime(2026, 11, 27, 3, 0, 5, tzinfo=UTC))) == 1
+
+
+def test_disabled_types_and_full_allowances_get_no_cron_jobs(make_job_type):
+    make_job_type(cron_expression="* * * * *", is_enabled=False)
+    full = make_job_type(cron_expression="* * * * *", schedule_limit_allowance=1)
+    Job.objects.create(job_type=full)
+    assert schedule_due_ticks(NOON) == []
+    assert JobType.objects.get(pk=full.pk).last_cron_tick is not None

@@ -1,0 +1,399 @@
+"""kojo.locks on both backends, with real processes, real signals and the real Redis.
+
+One parametrised fixture runs every shared test on the redis and the local backend, whatever
+KOJO_TEST_DB says; tests of lease expiry and of a Redis restart run on Redis only. Every test uses its
+own lock names, key prefix and lock directory, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from kojo.conf import settings as kojo_settings
+from kojo.exceptions import KojoConfigurationError, LockError, LockNotOwned, LockTimeout
+from kojo.locks import get_backend, holders, mutex, semaphore
+from kojo.locks.base import Owner, process_start_time
+from tests.integration.lock_helper import Helper
+
+REPO = Path(__file__).resolve().parents[2]
+LEASE = 2.0  # seconds; short so that renewal happens several times within a test
+
+
+def unique(prefix: str = "lock") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_until(condition, timeout: float, interval: float = 0.02, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def _use_backend(settings, kind: str, tmp_path: Path):
+    settings.KOJO_LOCK_BACKEND = kind
+    settings.KOJO_KEY_PREFIX = unique("kojo-test-locks")
+    settings.KOJO_LOCK_DIR = str(tmp_path / "locks")
+    settings.KOJO_LOCK_LEASE = LEASE
+    yield kind
+    if kind == "redis":
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            client = get_backend().client
+            keys = list(client.scan_iter(match=f"{kojo_settings.KEY_PREFIX}:*"))
+            if keys:
+                client.delete(*keys)
+
+
+@pytest.fixture(params=["redis", "local"])
+def backend(request, settings, tmp_path):
+    """Runs a test once per lock backend."""
+    yield from _use_backend(settings, request.param, tmp_path)
+
+
+@pytest.fixture
+def redis_backend(settings, tmp_path):
+    """For behaviour only Redis has: leases that run out, a server that restarts."""
+    yield from _use_backend(settings, "redis", tmp_path)
+
+
+@pytest.fixture
+def spawn(settings, tmp_path):
+    """Start lock_helper processes configured like this test; they are killed at teardown."""
+    started: list[Helper] = []
+    helper_settings = {
+        name: getattr(settings, name)
+        for name in ("CACHES", "KOJO_LOCK_BACKEND", "KOJO_KEY_PREFIX", "KOJO_LOCK_DIR", "KOJO_LOCK_LEASE")
+    }
+    env = dict(os.environ, KOJO_LOCK_HELPER_SETTINGS=json.dumps(helper_settings))
+
+    def start(mode: str, name: str, **options) -> Helper:
+        stderr_path = tmp_path / f"helper-{len(started)}.stderr"
+        with open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-u",
+                    "-m",
+                    "tests.integration.lock_helper",
+                    json.dumps({"mode": mode, "name": name, **options}),
+                ],
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                bufsize=0,
+                start_new_session=True,
+            )
+        helper = Helper(process, stderr_path)
+        started.append(helper)
+        return helper
+
+    yield start
+    for helper in started:
+        helper.stop()
+
+
+def test_mutex_excludes_a_second_holder(backend):
+    name = unique()
+    first, second = mutex(name), mutex(name)
+    assert first.acquire()
+    assert first.held and first.token is not None
+    assert not second.acquire(blocking=False)
+    first.release()
+    assert not first.held and first.token is None
+    assert second.acquire(blocking=False)
+    second.release()
+    with mutex(name, timeout=1) as held:
+        assert held.held
+        assert not mutex(name).acquire(blocking=False)
+    assert mutex(name).acquire(blocking=False)
+
+
+def test_try_once_returns_false_while_another_process_holds(backend, spawn):
+    name = unique()
+    holder = spawn("hold", name)
+    holder.expect("held")
+    lock = mutex(name)
+    assert lock.acquire(blocking=False) is False
+    holder.send("release")
+    holder.expect("released")
+    assert lock.acquire(blocking=False) is True
+    lock.release()
+
+
+def test_blocking_acquire_waits_until_release_or_timeout(backend):
+    name = unique()
+    holder, waiter = mutex(name), mutex(name)
+    holder.acquire()
+
+    started = time.monotonic()
+    assert waiter.acquire(timeout=0.3) is False
+    assert 0.3 <= time.monotonic() - started < 2.0
+    with pytest.raises(LockTimeout), mutex(name, timeout=0.1):
+        pass
+    with pytest.raises(ValueError):
+        waiter.acquire(blocking=False, timeout=1)
+
+    releaser = threading.Timer(0.2, holder.release)
+    releaser.start()
+    started = time.monotonic()
+    try:
+        assert waiter.acquire(timeout=10) is True
+    finally:
+        releaser.join()
+    assert time.monotonic() - started < 5
+    with pytest.raises(LockError):
+        waiter.acquire(blocking=False)  # one object, one hold
+    waiter.release()
+
+
+def test_semaphore_admits_exactly_its_limit(backend):
+    name = unique()
+    locks = [semaphore(name, 3) for _ in range(4)]
+    assert [lock.acquire(blocking=False) for lock in locks] == [True, True, True, False]
+    tokens = [lock.token for lock in locks[:3]]
+    assert len(set(tokens)) == 3
+    locks[1].release()
+    assert locks[3].acquire(blocking=False)
+    assert len(holders(name)) == 3
+    for lock in (locks[0], locks[2], locks[3]):
+        lock.release()
+    assert holders(name) == []
+
+
+def test_twenty_processes_never_exceed_a_semaphore_of_three(backend, spawn, tmp_path):
+    name, counter = unique(), tmp_path / "inside"
+    options = {"limit": 3, "rounds": 3, "hold_seconds": 0.04, "timeout": 30, "counter": str(counter)}
+    contenders = [spawn("contend", name, **options) for _ in range(20)]
+    for contender in contenders:
+        contender.expect("ready")
+    for contender in contenders:
+        contender.send("go")
+    peaks = [int(contender.expect("peak", timeout=40)[1]) for contender in contenders]
+    assert max(peaks) == 3, peaks  # the limit was reached, and never passed
+    assert counter.read_text() == "0"
+    assert [contender.process.wait(timeout=10) for contender in contenders] == [0] * 20
+
+
+def test_killed_holder_frees_its_slot_at_once_on_its_host(backend, spawn):
+    name = unique()
+    holder = spawn("hold", name)
+    holder.expect("held")
+    lock = mutex(name)
+    assert not lock.acquire(blocking=False)
+    holder.kill()
+    # local: the kernel dropped the flock; redis: this host sees pid + start time are gone.
+    assert lock.acquire(blocking=False)
+    lock.release()
+
+
+def test_killed_holder_on_a_vanished_host_is_freed_by_its_lease(redis_backend, spawn):
+    name, lease, host = unique(), 1.0, unique("vanished-host")
+    holder = spawn("hold", name, lease=lease, host=host)
+    holder.expect("held")
+    [hold] = holders(name)
+    assert (hold.host, hold.pid) == (host, holder.pid)
+    holder.kill()
+    lock = mutex(name)
+    assert not lock.acquire(blocking=False)  # no process here can tell that holder is dead
+    started = time.monotonic()
+    assert lock.acquire(timeout=lease + 5)
+    assert time.monotonic() - started <= lease + 0.5
+    lock.release()
+
+
+def test_lease_is_renewed_while_the_owner_lives(backend):
+    name = unique()
+    lock = mutex(name, lease=0.6)
+    lock.acquire()
+    first_expiry = lock.hold.expires
+    end = time.monotonic() + 1.5  # more than two leases
+    while time.monotonic() < end:
+        assert not mutex(name).acquire(blocking=False)
+        time.sleep(0.05)
+    assert lock.held and not lock.lost
+    if backend == "redis":
+        assert lock.hold.expires > first_expiry
+    lock.renew()
+    lock.release()
+    with pytest.raises(LockNotOwned):
+        lock.renew()
+
+
+def test_stale_owner_cannot_release_a_lock_another_holds(backend):
+    name = unique()
+    stale, current = mutex(name), mutex(name)
+    stale.acquire()
+    stale_hold = stale.hold
+    stale.release()
+    current.acquire()
+    with pytest.raises(LockNotOwned):
+        stale.release()
+    with pytest.raises(LockNotOwned):
+        stale.renew()
+    with pytest.raises(LockNotOwned):
+        get_backend().release(stale_hold)  # the hold itself is gone
+    foreign = dataclasses.replace(current.hold, owner=Owner("elsewhere", 1, 1))
+    with pytest.raises(LockNotOwned):
+        get_backend().release(foreign)  # a hold that claims another owner
+    assert [hold.token for hold in holders(name)] == [current.token]
+    current.release()
+
+
+def test_paused_holder_loses_its_lease_and_cannot_release(redis_backend, spawn):
+    name = unique()
+    holder = spawn("hold", name, lease=1.0)
+    stale_token = int(holder.expect("held")[1])
+    holder.kill(signal.SIGSTOP)  # alive (so not reclaimable) but not renewing
+    try:
+        lock = mutex(name)
+        assert lock.acquire(timeout=5)
+    finally:
+        holder.kill(signal.SIGCONT)
+    assert lock.token > stale_token
+    holder.send("status")
+    holder.expect("lost")
+    holder.send("release")
+    holder.expect("refused")
+    assert [hold.pid for hold in holders(name)] == [os.getpid()]
+    lock.release()
+
+
+def test_fencing_tokens_strictly_increase(backend, spawn):
+    name = unique()
+    tokens = []
+    for _ in range(3):
+        with mutex(name) as lock:
+            tokens.append(lock.token)
+    helper = spawn("hold", name)
+    tokens.append(int(helper.expect("held")[1]))
+    helper.send("release")
+    helper.expect("released")
+    shared = [semaphore(name, 2) for _ in range(2)]
+    for lock in shared:
+        lock.acquire()
+        tokens.append(lock.token)
+    for lock in shared:
+        lock.release()
+    assert tokens == sorted(set(tokens)), tokens
+
+
+def test_holders_show_owner_process(backend, spawn):
+    name = unique()
+    helper = spawn("hold", name, limit=2)
+    helper_token = int(helper.expect("held")[1])
+    mine = semaphore(name, 2)
+    mine.acquire()
+    holds = holders(name)
+    expected = [(helper.pid, helper_token), (os.getpid(), mine.token)]
+    assert [(hold.pid, hold.token) for hold in holds] == expected
+    me = holds[1]
+    assert (me.name, me.limit, me.host) == (name, 2, Owner.current().host)
+    assert me.owner.started == process_start_time(os.getpid())
+    assert me.since <= (me.expires or me.since)
+    assert (me.expires is None) == (backend == "local")
+    assert {hold.name for hold in holders()} == {name}
+    mine.release()
+    assert [hold.pid for hold in holders(name)] == [helper.pid]
+
+
+def test_forked_child_owns_nothing_of_its_parents_hold(backend, spawn):
+    helper = spawn("fork-check", unique())
+    assert helper.expect("fork") == ["fork", "0", "parent-holds"]
+
+
+def test_zombie_and_reused_pids_are_not_owners():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = Owner(Owner.current().host, child.pid, process_start_time(child.pid))
+        assert owner.is_alive_here()
+        assert not dataclasses.replace(owner, started=owner.started + 1).is_alive_here()  # a reused pid
+        child.kill()
+        wait_until(lambda: not owner.is_alive_here(), 5, message="the zombie to count as dead")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_unknown_backend_is_a_configuration_error(settings):
+    settings.KOJO_LOCK_BACKEND = "zookeeper"
+    with pytest.raises(KojoConfigurationError):
+        mutex(unique()).acquire()
+
+
+REDIS_PORT = 6379
+
+
+def redis_answers() -> bool:
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def start_redis() -> None:
+    """Start Redis the way CI does: nothing kept on disk, so a restart forgets every hold."""
+    command = shlex.split(
+        f'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port {REDIS_PORT} --save "" '
+        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+    )
+    subprocess.run(command, check=True, capture_output=True, timeout=10)
+    wait_until(redis_answers, 10, interval=0.05, message="Redis to answer PING")
+
+
+def test_redis_restart_holder_learns_it_lost_and_waiters_recover(redis_backend, spawn, settings):
+    if settings.CACHES[kojo_settings.REDIS_CACHE]["LOCATION"] not in (
+        f"redis://127.0.0.1:{REDIS_PORT}/0",
+        f"redis://localhost:{REDIS_PORT}/0",
+    ):
+        pytest.skip("restarts only the local Redis on port 6379")
+    name = unique()
+    holder = spawn("hold", name, lease=1.5)
+    stale_token = int(holder.expect("held")[1])
+    waiter = spawn("hold", name, timeout=30)
+    waiter.expect("waiting")
+    try:
+        shutdown = ["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"]
+        subprocess.run(shutdown, capture_output=True, timeout=10)
+        wait_until(lambda: not redis_answers(), 10, message="Redis to stop")
+        start_redis()
+        # Redis forgot every hold: the holder finds out at its next renewal (or lease end) ...
+        holder.send("wait-lost 10")
+        holder.expect("lost")
+        # ... the waiter rode out the outage and gets the mutex, with a larger token ...
+        token = int(waiter.expect("held", timeout=20)[1])
+        assert token > stale_token
+        # ... and there is never a second holder.
+        assert [hold.pid for hold in holders(name)] == [waiter.pid]
+        holder.send("release")
+        holder.expect("refused")
+        assert not mutex(name).acquire(blocking=False)
+        waiter.send("release")
+        waiter.expect("released")
+        with mutex(name, timeout=5) as lock:
+            assert lock.token > token
+    finally:
+        if not redis_answers():
+            start_redis()
