@@ -15,11 +15,12 @@ $(VENV)/.installed: pyproject.toml
 example: $(VENV)/.installed
 	cd example_project && ../$(VENV)/bin/python manage.py migrate --verbosity 0 && ../$(VENV)/bin/python manage.py serve_demo
 
-# tox's own interpreter discovery misses pyenv's shims; hand it the real interpreters.
+# tox's own interpreter discovery misses pyenv's shims; hand it the real interpreters (one --discover
+# takes them all: given twice, the last one wins).
 DISCOVER = $(foreach py,python3.11 python3.12 python3.13,$(shell $(py) -c 'import sys; print(sys.executable)' 2>/dev/null))
 
 test: $(VENV)/.installed
-	$(VENV)/bin/tox run $(addprefix --discover ,$(DISCOVER))
+	$(VENV)/bin/tox run --discover $(DISCOVER)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
