@@ -99,8 +99,13 @@ def test_timeout_in_pooled_mode(start_server, make_job_type):
 def test_abort_kills_a_working_job_on_its_node(start_server, make_job_type):
     kind = make_job_type(worker="tests.kojo_jobs.hang")
     job = kojo.schedule(kind.type_code)
-    start_server()
-    wait_for(lambda: Job.objects.filter(pk=job.pk, state=JobState.WORKING, pid__isnull=False).exists())
+    server = start_server()
+    # The claim first records the arbiter's pid; the job process's own pid follows the fork.
+    wait_for(
+        lambda: Job.objects.filter(pk=job.pk, state=JobState.WORKING, pid__isnull=False)
+        .exclude(pid=server.pid)
+        .exists()
+    )
     pid = Job.objects.get(pk=job.pk).pid
     assert kojo.abort(job.pk, by="admin:alice") is False
     finished(job)

@@ -16,7 +16,12 @@ pytestmark = pytest.mark.server
 
 
 def working(job):
-    return Job.objects.filter(pk=job.pk, state=JobState.WORKING, pid__isnull=False).exists()
+    """Working in its own process: the claim records the arbiter's pid until the fork records the child's."""
+    return (
+        Job.objects.filter(pk=job.pk, state=JobState.WORKING, pid__isnull=False)
+        .exclude(pid__in=Server.objects.values("pid"))
+        .exists()
+    )
 
 
 def test_sigterm_drains_running_jobs_then_exits(start_server, make_job_type):
