@@ -8,10 +8,15 @@ inherited connection objects are kept referenced until the child calls ``os._exi
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
+import sys
+from collections.abc import Callable
 
 from django.db import connections
+
+from kojo.server import exitcodes
 
 try:
     from setproctitle import setproctitle
@@ -21,6 +26,7 @@ except ImportError:  # pragma: no cover - optional at run time
         return None
 
 
+logger = logging.getLogger(__name__)
 _inherited: list[object] = []
 _PR_SET_PDEATHSIG = 1
 
@@ -58,3 +64,24 @@ def forget_inherited_connections() -> None:
             _inherited.append(wrapper.connection)
             wrapper.connection = None
         del connections[alias]
+
+
+def fork_child(
+    server_pid: int, title: str, run: Callable[[], None], *, own_process_group: bool, failure_code: int
+) -> int:
+    """Fork; in the child, prepare it, call ``run`` and leave with ``os._exit`` (never returning into
+    the parent's code). Return the child's pid to the parent."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = exitcodes.OK
+    try:
+        prepare_child(server_pid, f"server[{server_pid}]/{title}", own_process_group=own_process_group)
+        run()
+    except BaseException:
+        logger.exception("%s failed", title)
+        code = failure_code
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

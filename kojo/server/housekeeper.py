@@ -18,25 +18,20 @@ from kojo.conf import settings
 from kojo.cron import schedule_due_ticks
 from kojo.pruning import prune_expired
 from kojo.server import exitcodes
-from kojo.server.forking import prepare_child
+from kojo.server.forking import fork_child
 from kojo.server.heartbeat import forget_dead_servers, rescue_orphans
 
 logger = logging.getLogger(__name__)
 
 
 def spawn_housekeeper(*, server_pid: int, host: str) -> int:
-    pid = os.fork()
-    if pid:
-        return pid
-    code = exitcodes.OK
-    try:
-        prepare_child(server_pid, f"server[{server_pid}]/housekeeper", own_process_group=False)
-        run_housekeeping(server_pid, actor=f"{host}:{os.getpid()}")
-    except BaseException:
-        logger.exception("housekeeper failed")
-        code = exitcodes.BOOT_ERROR
-    finally:
-        os._exit(code)
+    return fork_child(
+        server_pid,
+        "housekeeper",
+        lambda: run_housekeeping(server_pid, actor=f"{host}:{os.getpid()}"),
+        own_process_group=False,
+        failure_code=exitcodes.BOOT_ERROR,
+    )
 
 
 def run_housekeeping(server_pid: int, *, actor: str) -> None:

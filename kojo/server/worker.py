@@ -19,7 +19,7 @@ from kojo.claims import claim
 from kojo.conf import settings
 from kojo.server import exitcodes
 from kojo.server.execution import run_job
-from kojo.server.forking import prepare_child
+from kojo.server.forking import fork_child
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +32,13 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGUSR2}
 def spawn_worker(
     index: int, *, server_pid: int, server_id: int, host: str, report_fd: int, queues: Sequence[str]
 ) -> int:
-    pid = os.fork()
-    if pid:
-        return pid
-    code = exitcodes.OK
-    try:
-        prepare_child(server_pid, f"server[{server_pid}]/worker[{index}]", own_process_group=True)
-        Worker(server_pid, server_id, host, report_fd, queues).run()
-    except BaseException:
-        logger.exception("worker %s failed", index)
-        code = exitcodes.BOOT_ERROR
-    finally:
-        os._exit(code)
+    return fork_child(
+        server_pid,
+        f"worker[{index}]",
+        lambda: Worker(server_pid, server_id, host, report_fd, queues).run(),
+        own_process_group=True,
+        failure_code=exitcodes.BOOT_ERROR,
+    )
 
 
 class Worker:
