@@ -22,6 +22,7 @@ _PUBLIC = {
     "release": "kojo.control",
     "retry": "kojo.control",
     "hold": "kojo.control",
+    "listen": "kojo.messaging",
     "mutex": "kojo.locks",
     "semaphore": "kojo.locks",
 }

@@ -10,6 +10,6 @@ class KojoConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from kojo import checks  # noqa: F401  (registers the system checks)
+        from kojo import checks, messaging  # noqa: F401  (registers the system checks and receivers)
 
         autodiscover_modules("kojo_jobs")

@@ -3,8 +3,10 @@ through the state machine; these functions only pick the transition and record w
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.utils import timezone
 
+from kojo import messaging
 from kojo.exceptions import IllegalTransition
 from kojo.models import Job
 from kojo.states import JobState
@@ -38,6 +40,7 @@ def abort(job_id: int, *, by: str = "") -> bool:
     ):
         return True
     if Job.objects.filter(pk=job_id, state=JobState.WORKING).update(abort_requested_by=by):
+        transaction.on_commit(lambda: messaging.publish(messaging.ABORT, {"job_id": job_id, "by": by}))
         return False
     state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
     raise IllegalTransition(job_id, state, JobState.CANCELED)

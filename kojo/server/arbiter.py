@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connections
 
+from kojo import messaging
 from kojo.claims import claim
 from kojo.conf import settings
 from kojo.models import Job, Server
@@ -76,6 +77,9 @@ class Arbiter:
         self.db_backoff = 0.0
         self.report_buffer = b""
         self.more_due = False
+        self.subscriber = (
+            messaging.Subscriber(messaging.WAKE, messaging.ABORT) if messaging.enabled() else None
+        )
 
     # --- start-up -------------------------------------------------------------------------------
     def run(self) -> int:
@@ -126,16 +130,41 @@ class Arbiter:
         if self.db_backoff:
             timeout = self.db_backoff
         timeout = min(timeout, self.next_deadline_in())
+        watched = [self.wakeup_r, self.report_r]
+        message_fd = self.subscriber.fileno() if self.subscriber else None
+        if message_fd is not None:
+            watched.append(message_fd)
         try:
-            ready, _, _ = select.select([self.wakeup_r, self.report_r], [], [], max(timeout, 0.0))
+            ready, _, _ = select.select(watched, [], [], max(timeout, 0.0))
         except InterruptedError:
             return
+        if message_fd is not None and message_fd in ready:
+            self.handle_messages()
         if self.wakeup_r in ready:
             try:
                 while os.read(self.wakeup_r, 4096):
                     pass
             except BlockingIOError:
                 pass
+
+    def handle_messages(self) -> None:
+        """Wake-ups make the next loop claim at once (or rouse one idle worker); aborts kill the job
+        here if this server runs it. Both are also found by polling, so a lost message only delays."""
+        for name, payload in self.subscriber.messages():
+            if name == messaging.WAKE:
+                self.more_due = True
+                idle = [
+                    child for child in self.children.values() if child.kind == "worker" and child.idle_since
+                ]
+                if idle:
+                    self.signal_child(idle[0], signal.SIGUSR1)
+            elif name == messaging.ABORT:
+                for child in self.job_children():
+                    if child.job_id == payload.get("job_id") and child.term_sent_at is None:
+                        logger.info(
+                            "job %s: abort message received; stopping its process group", child.job_id
+                        )
+                        self.terminate(child, "abort")
 
     def next_deadline_in(self) -> float:
         now = time.monotonic()
@@ -192,7 +221,8 @@ class Arbiter:
                 self.quick_deaths += 1
             elif child.kind != "housekeeper":
                 self.quick_deaths = 0
-            if child.job_id is not None:
+            # A job process that exits 0 on its own has recorded its job's ending: nothing to settle.
+            if child.job_id is not None and (status != 0 or child.kill_reason or child.kind != "job"):
                 self.guarded(lambda child=child, status=status: self.settle(child, status))
 
     def settle(self, child: Child, status: int) -> None:
@@ -310,7 +340,6 @@ class Arbiter:
         for job in jobs:
             timeout = job.job_type.timeout_delta
             pid = spawn_job_process(job, server_pid=self.pid, host=self.host)
-            Job.objects.filter(pk=job.pk, state=JobState.WORKING, attempts=job.attempts).update(pid=pid)
             self.spawn(
                 Child(
                     pid,

@@ -8,6 +8,7 @@ from kojo.models import Job
 from kojo.server import exitcodes
 from kojo.server.execution import run_job
 from kojo.server.forking import fork_child
+from kojo.states import JobState
 
 
 def spawn_job_process(job: Job, *, server_pid: int, host: str) -> int:
@@ -15,7 +16,14 @@ def spawn_job_process(job: Job, *, server_pid: int, host: str) -> int:
     return fork_child(
         server_pid,
         f"job[{job.pk} {job.job_type.type_code}]",
-        lambda: run_job(job, actor=f"{host}:{os.getpid()}"),
+        lambda: run_claimed_job(job, host),
         own_process_group=True,
         failure_code=exitcodes.RECORD_ERROR,
     )
+
+
+def run_claimed_job(job: Job, host: str) -> None:
+    """Record the job process's own pid (the claim recorded the arbiter's), then run the job."""
+    pid = os.getpid()
+    Job.objects.filter(pk=job.pk, state=JobState.WORKING, attempts=job.attempts).update(pid=pid)
+    run_job(job, actor=f"{host}:{pid}")

@@ -1,0 +1,169 @@
+"""Cross-node messages over Redis pub/sub: wake idle servers, deliver aborts, publish job events.
+
+Messages only make things faster. Every server still polls the database (``POLL_INTERVAL``) and
+checks abort requests with its heartbeat, so a lost message (Redis down, a subscriber reconnecting)
+delays work by at most those intervals and loses nothing. Messages are sent after the transaction
+that caused them commits, so a server never wakes for a job it cannot see yet. Without Redis
+(``KOJO_LOCK_BACKEND = "local"``) nothing is sent and servers poll.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis.exceptions
+from django.dispatch import receiver
+
+from kojo.conf import settings
+from kojo.signals import job_state_changed
+from kojo.states import JobState
+
+logger = logging.getLogger(__name__)
+
+WAKE, ABORT, EVENTS = "wake", "abort", "events"
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def enabled() -> bool:
+    return settings.LOCK_BACKEND == "redis"
+
+
+def channel(name: str) -> str:
+    return f"{settings.KEY_PREFIX}:{name}"
+
+
+def client():
+    from django_redis import get_redis_connection
+
+    return get_redis_connection(settings.REDIS_CACHE)
+
+
+def publish(name: str, payload: Mapping[str, Any]) -> None:
+    """Best effort: a message that cannot be sent is logged; polling covers for it."""
+    if not enabled():
+        return
+    try:
+        client().publish(channel(name), json.dumps(payload))
+    except UNREACHABLE as error:
+        logger.debug("could not publish %s: %s", name, error)
+
+
+@receiver(job_state_changed, dispatch_uid="kojo.messaging.announce")
+def announce(sender, *, job_id, type_code, from_state, to_state, outcome="", reason="", **kwargs) -> None:
+    """Publish every committed state change; a job that became waiting also wakes the servers."""
+    if not enabled():
+        return
+    event = {
+        "job_id": job_id,
+        "type_code": type_code,
+        "from_state": from_state,
+        "to_state": to_state,
+        "outcome": outcome,
+        "reason": reason,
+        "at": time.time(),
+    }
+    publish(EVENTS, event)
+    if to_state == JobState.WAITING:
+        publish(WAKE, {"job_id": job_id, "type_code": type_code})
+
+
+class Subscriber:
+    """A pub/sub subscription whose socket can sit in the arbiter's ``select()``; reconnects lazily."""
+
+    def __init__(self, *names: str):
+        self.channels = [channel(name) for name in names]
+        self.pubsub = None
+        self.retry_at = 0.0
+
+    def fileno(self) -> int | None:
+        if self.pubsub is None and time.monotonic() >= self.retry_at:
+            self.connect()
+        if self.pubsub is None or self.pubsub.connection is None:
+            return None
+        sock = self.pubsub.connection._sock
+        return sock.fileno() if sock is not None else None
+
+    def connect(self) -> None:
+        try:
+            self.pubsub = client().pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(*self.channels)
+        except UNREACHABLE as error:
+            logger.warning("messaging unavailable (%s); polling only, retrying in 5 s", error)
+            self.drop()
+
+    def drop(self) -> None:
+        if self.pubsub is not None:
+            try:
+                self.pubsub.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail any way it likes
+                pass
+        self.pubsub = None
+        self.retry_at = time.monotonic() + 5.0
+
+    def messages(self, timeout: float = 0.0) -> list[tuple[str, dict]]:
+        """Messages waiting now (or within ``timeout``), as (name, payload) pairs."""
+        if self.pubsub is None:
+            return []
+        found = []
+        prefix = f"{settings.KEY_PREFIX}:"
+        try:
+            while (message := self.pubsub.get_message(timeout=timeout)) is not None:
+                timeout = 0.0
+                name = message["channel"].decode().removeprefix(prefix)
+                try:
+                    found.append((name, json.loads(message["data"])))
+                except (TypeError, ValueError):
+                    logger.warning("ignoring a malformed message on %s", name)
+        except UNREACHABLE as error:
+            logger.warning("messaging connection lost (%s); polling only until it is back", error)
+            self.drop()
+        return found
+
+
+def listen(
+    callback: Callable[[dict], Any],
+    filter: Mapping[str, Any] | Callable[[dict], bool] | None = None,  # noqa: A002 - the public name
+    *,
+    timeout: float | None = None,
+) -> None:
+    """Follow job events (one dict per state change) until ``callback`` returns False or ``timeout``.
+
+    ``filter`` is a dict of field values that must match (a list or set allows any of its values),
+    or a predicate. Events come from every node; this needs the Redis backend.
+    """
+    if not enabled():
+        raise RuntimeError("listen() needs KOJO_LOCK_BACKEND = 'redis' (events travel over Redis pub/sub)")
+    subscriber = Subscriber(EVENTS)
+    subscriber.connect()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            if subscriber.pubsub is None:
+                time.sleep(wait)
+                subscriber.fileno()
+                continue
+            for _, event in subscriber.messages(timeout=wait):
+                if matches(event, filter) and callback(event) is False:
+                    return
+    finally:
+        subscriber.drop()
+
+
+def matches(event: dict, filter: Mapping[str, Any] | Callable[[dict], bool] | None) -> bool:  # noqa: A002
+    if filter is None:
+        return True
+    if callable(filter):
+        return bool(filter(event))
+    for key, wanted in filter.items():
+        value = event.get(key)
+        if isinstance(wanted, list | tuple | set | frozenset):
+            if value not in wanted:
+                return False
+        elif value != wanted:
+            return False
+    return True
