@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from django.db import transaction
-from django.db.models import Case, Count, F, Q, Value, When
+from django.db.models import Case, Count, F, Value, When
 from django.utils import timezone
 
 from kojo.models import Job, JobStateChange, JobType
@@ -44,124 +44,167 @@ def claim(
     """
     if slots <= 0:
         return []
-    now = timezone.now()
-    full = full_job_types(using=using)
-    candidates = Job.objects.using(using).filter(
-        state=JobState.WAITING, start_after__lte=now, job_type__is_enabled=True
+    candidates = (
+        Job.objects.using(using)
+        .select_related("job_type")
+        .filter(state=JobState.WAITING, start_after__lte=timezone.now(), job_type__is_enabled=True)
     )
-    if full:
-        candidates = candidates.exclude(job_type_id__in=full)
     if queues:
         candidates = candidates.filter(job_type__queue__in=list(queues))
     order = ("start_after", "id") if oldest_first else ("-importance", "start_after", "id")
+    candidates = candidates.order_by(*order).select_for_update(skip_locked=True, of=("self",))
     with transaction.atomic(using=using):
-        rows = list(
-            candidates.order_by(*order)
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "job_type_id")[: slots * CANDIDATES_PER_SLOT]
-        )
-        chosen = admit(rows, slots, using=using)
-        if not chosen:
+        admission = Admission(slots, using=using)
+        seen: set[int] = set()
+        # Usually one pass. When jobs of types already at their limit fill the window, look again
+        # past those types, so they cannot hide claimable jobs of other types.
+        for _ in range(3):
+            window = candidates.exclude(pk__in=seen).exclude(job_type_id__in=admission.full)
+            rows = list(window[: slots * CANDIDATES_PER_SLOT])
+            seen.update(job.pk for job in rows)
+            full_before = len(admission.full)
+            admission.consider(rows)
+            if (
+                admission.done
+                or len(rows) < slots * CANDIDATES_PER_SLOT
+                or len(admission.full) == full_before
+            ):
+                break
+        if not admission.chosen:
             return []
-        # Stamped after the limits were counted under lock, so the changelog's intervals never overlap
-        # beyond a limit even though the candidates were read a moment earlier.
-        now = timezone.now()
-        singletons = set(
-            JobType.objects.using(using)
-            .filter(pk__in={type_id for _, type_id in chosen}, can_work_in_parallel=False)
-            .values_list("pk", flat=True)
-        )
-        ids = [job_id for job_id, _ in chosen]
-        Job.objects.using(using).filter(pk__in=ids, state=JobState.WAITING).update(
-            state=JobState.WORKING,
-            state_changed_at=now,
-            started_at=now,
-            heartbeat_at=now,
+        return mark_working(admission, server_id=server_id, host=host, pid=pid, using=using)
+
+
+def mark_working(
+    admission: Admission, *, server_id: int | None, host: str, pid: int | None, using: str
+) -> list[Job]:
+    jobs = admission.chosen
+    # Stamped after the limits were counted under lock, so the changelog's intervals never overlap
+    # beyond a limit even though the candidates were read a moment earlier.
+    now = timezone.now()
+    fields = {
+        "state": JobState.WORKING,
+        "state_changed_at": now,
+        "started_at": now,
+        "heartbeat_at": now,
+        "server_id": server_id,
+        "host": host,
+        "pid": pid,
+        "progress": None,
+        "abort_requested_by": "",
+    }
+    singletons = admission.singletons
+    ids = [job.pk for job in jobs]
+    updated = (
+        Job.objects.using(using)
+        .filter(pk__in=ids, state=JobState.WAITING)
+        .update(
             attempts=F("attempts") + 1,
-            server_id=server_id,
-            host=host,
-            pid=pid,
-            progress=None,
-            abort_requested_by="",
-            singleton=Case(When(job_type_id__in=singletons, then=Value(True)), default=Value(False)),
+            singleton=Case(When(job_type_id__in=singletons, then=Value(True)), default=Value(False))
+            if singletons
+            else False,
+            **fields,
         )
+    )
+    for job in jobs:
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.attempts += 1
+        job.singleton = job.job_type_id in singletons
+    if updated != len(jobs):  # only if a claim without row locks raced us: keep what we really got
         jobs = list(
             Job.objects.using(using)
             .select_related("job_type")
             .filter(pk__in=ids, state=JobState.WORKING, started_at=now, server_id=server_id, pid=pid)
-            .order_by(*order)
         )
-        actor = f"{host}:{pid}" if host else ""
-        JobStateChange.objects.using(using).bulk_create(
-            JobStateChange(
+    actor = f"{host}:{pid}" if host else ""
+    JobStateChange.objects.using(using).bulk_create(
+        JobStateChange(
+            job_id=job.pk,
+            from_state=JobState.WAITING,
+            to_state=JobState.WORKING,
+            reason=f"claimed (attempt {job.attempts})",
+            actor=actor,
+            attempt=job.attempts,
+            at=now,
+        )
+        for job in jobs
+    )
+    for job in jobs:
+        transaction.on_commit(
+            partial(
+                job_state_changed.send,
+                sender=Job,
                 job_id=job.pk,
+                type_code=job.job_type.type_code,
                 from_state=JobState.WAITING,
                 to_state=JobState.WORKING,
-                reason=f"claimed (attempt {job.attempts})",
-                actor=actor,
-                attempt=job.attempts,
-                at=now,
-            )
-            for job in jobs
+                outcome="",
+                reason="claimed",
+            ),
+            using=using,
         )
-        for job in jobs:
-            transaction.on_commit(
-                partial(
-                    job_state_changed.send,
-                    sender=Job,
-                    job_id=job.pk,
-                    type_code=job.job_type.type_code,
-                    from_state=JobState.WAITING,
-                    to_state=JobState.WORKING,
-                    outcome="",
-                    reason="claimed",
-                ),
-                using=using,
-            )
     return jobs
 
 
-def full_job_types(*, using: str = "default") -> list[int]:
-    """Limited types whose working jobs already fill their limit (a hint; admit() decides under lock)."""
-    limited = (
-        JobType.objects.using(using)
-        .filter(Q(schedule_limit__gt=0) | Q(can_work_in_parallel=False))
-        .annotate(working=Count("jobs", filter=Q(jobs__state=JobState.WORKING)))
-        .values_list("pk", "schedule_limit", "can_work_in_parallel", "working")
-    )
-    return [pk for pk, limit, parallel, working in limited if working >= (limit if parallel else 1)]
+class Admission:
+    """Picks claimable jobs from locked candidates without exceeding any type's fleet-wide limit.
 
+    The row of each limited type is locked (in id order, so servers cannot deadlock) before its working
+    jobs are counted: two servers can never both take a type's last slot.
+    """
 
-def admit(rows: list[tuple[int, int]], slots: int, *, using: str) -> list[tuple[int, int]]:
-    """Pick up to ``slots`` of the locked candidate rows, never beyond a type's limit."""
-    type_ids = sorted({type_id for _, type_id in rows})
-    # Lock limited types in id order (no deadlocks between servers), then count their working jobs.
-    limited = {
-        pk: (limit if parallel else 1)
-        for pk, limit, parallel in JobType.objects.using(using)
-        .filter(pk__in=type_ids)
-        .filter(Q(schedule_limit__gt=0) | Q(can_work_in_parallel=False))
-        .order_by("pk")
-        .select_for_update()
-        .values_list("pk", "schedule_limit", "can_work_in_parallel")
-    }
-    free = {}
-    if limited:
+    def __init__(self, slots: int, *, using: str):
+        self.slots, self.using = slots, using
+        self.chosen: list[Job] = []
+        self.free: dict[int, int] = {}  # limited type id -> slots left
+        self.full: set[int] = set()
+        self.singletons: set[int] = set()
+
+    @property
+    def done(self) -> bool:
+        return len(self.chosen) >= self.slots
+
+    def consider(self, rows: list[Job]) -> None:
+        self.count_limited({job.job_type_id for job in rows if is_limited(job.job_type)} - set(self.free))
+        for job in rows:
+            if self.done:
+                return
+            type_id = job.job_type_id
+            if type_id in self.free:
+                if self.free[type_id] <= 0:
+                    self.full.add(type_id)
+                    continue
+                self.free[type_id] -= 1
+            self.chosen.append(job)
+
+    def count_limited(self, type_ids: set[int]) -> None:
+        if not type_ids:
+            return
+        limits = {}
+        locked = (
+            JobType.objects.using(self.using)
+            .filter(pk__in=sorted(type_ids))
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "schedule_limit", "can_work_in_parallel")
+        )
+        for pk, limit, parallel in locked:
+            if not parallel:
+                limits[pk] = 1
+                self.singletons.add(pk)
+            elif limit:
+                limits[pk] = limit
         working = dict(
-            Job.objects.using(using)
-            .filter(job_type_id__in=list(limited), state=JobState.WORKING)
+            Job.objects.using(self.using)
+            .filter(job_type_id__in=list(limits), state=JobState.WORKING)
             .values_list("job_type_id")
             .annotate(n=Count("id"))
             .values_list("job_type_id", "n")
         )
-        free = {pk: limit - working.get(pk, 0) for pk, limit in limited.items()}
-    chosen = []
-    for job_id, type_id in rows:
-        if len(chosen) == slots:
-            break
-        if type_id in free:
-            if free[type_id] <= 0:
-                continue
-            free[type_id] -= 1
-        chosen.append((job_id, type_id))
-    return chosen
+        for pk, limit in limits.items():
+            self.free[pk] = limit - working.get(pk, 0)
+
+
+def is_limited(job_type: JobType) -> bool:
+    return bool(job_type.schedule_limit) or not job_type.can_work_in_parallel

@@ -101,3 +101,21 @@ def test_concurrent_claims_never_take_the_same_job(make_job_type):
     assert Job.objects.filter(job_type=limited, state=JobState.WORKING).count() == 3
     for index, ids in enumerate(taken):
         assert set(Job.objects.filter(pk__in=ids).values_list("pid", flat=True)) <= {index}
+
+
+def test_jobs_of_a_full_type_do_not_hide_other_claimable_jobs(make_job_type):
+    busy = make_job_type(schedule_limit=1)
+    waiting(busy, state=JobState.WORKING)
+    waiting(busy, 20, importance=50)
+    other = waiting(make_job_type(), importance=-50)[0]
+    assert [job.pk for job in claim(1)] == [other.pk]
+
+
+def test_claimed_jobs_are_returned_as_stored(make_job_type):
+    kind = make_job_type(can_work_in_parallel=False)
+    waiting(kind)
+    claimed = claim(1, server_id=None, host="h", pid=7)[0]
+    stored = Job.objects.get(pk=claimed.pk)
+    for field in ("state", "attempts", "host", "pid", "singleton", "started_at", "heartbeat_at"):
+        assert getattr(claimed, field) == getattr(stored, field), field
+    assert stored.singleton is True
