@@ -77,6 +77,7 @@ class Arbiter:
         self.db_backoff = 0.0
         self.report_buffer = b""
         self.more_due = False
+        self.unsettled: list[tuple[Child, int]] = []
         self.subscriber = (
             messaging.Subscriber(messaging.WAKE, messaging.ABORT) if messaging.enabled() else None
         )
@@ -211,9 +212,9 @@ class Arbiter:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             child = self.children.pop(pid, None)
             if child is None:
                 continue
@@ -223,7 +224,16 @@ class Arbiter:
                 self.quick_deaths = 0
             # A job process that exits 0 on its own has recorded its job's ending: nothing to settle.
             if child.job_id is not None and (status != 0 or child.kill_reason or child.kind != "job"):
-                self.guarded(lambda child=child, status=status: self.settle(child, status))
+                self.unsettled.append((child, status))
+        if self.unsettled:
+            self.guarded(self.settle_all)
+
+    def settle_all(self) -> None:
+        """Settle reaped children's jobs; what the database refuses now is tried again next loop."""
+        while self.unsettled:
+            child, status = self.unsettled[0]
+            self.settle(child, status)
+            self.unsettled.pop(0)
 
     def settle(self, child: Child, status: int) -> None:
         """Record the ending of a job whose process exited while the job was still working."""

@@ -94,10 +94,10 @@ def with_db_retry(action: Callable[[], T], patience: float = RECORD_PATIENCE) ->
     while True:
         try:
             return action()
-        except DatabaseError:
+        except DatabaseError as error:
             if time.monotonic() >= deadline:
                 raise
-            logger.warning("database unavailable; retrying in %.1f s", delay, exc_info=True)
+            logger.warning("database unavailable (%s); retrying in %.1f s", str(error).strip(), delay)
             connections.close_all()
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

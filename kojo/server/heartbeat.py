@@ -30,10 +30,16 @@ def register_server(mode: str, concurrency: int, queues: list[str]) -> Server:
 
 
 def beat(server: Server, children: list[dict]) -> bool:
-    """Renew the server's row and its working jobs; False if another server already declared it dead."""
+    """Renew the server's row and the jobs its live children run; False if the row is gone.
+
+    Only jobs with a live process here are renewed: a job whose process died while its ending could
+    not be recorded goes stale and is rescued like any orphan.
+    """
     now = timezone.now()
     alive = Server.objects.filter(pk=server.pk).update(heartbeat_at=now, children=children)
-    Job.objects.filter(server_id=server.pk, state=JobState.WORKING).update(heartbeat_at=now)
+    running = [child["job_id"] for child in children if child.get("job_id") is not None]
+    if running:
+        Job.objects.filter(pk__in=running, state=JobState.WORKING).update(heartbeat_at=now)
     return bool(alive)
 
 

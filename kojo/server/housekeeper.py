@@ -49,8 +49,10 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
                 forget_dead_servers()
                 last_prune = started
             delay = settings.HOUSEKEEPING_INTERVAL
-        except DatabaseError:
-            logger.warning("housekeeping: database unavailable, retrying in %.1f s", delay, exc_info=True)
+        except DatabaseError as error:
+            logger.warning(
+                "housekeeping: database unavailable (%s), retrying in %.1f s", str(error).strip(), delay
+            )
             connections.close_all()
             delay = min(delay * 2, 10.0)
         except Exception:

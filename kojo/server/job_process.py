@@ -6,7 +6,7 @@ import os
 
 from kojo.models import Job
 from kojo.server import exitcodes
-from kojo.server.execution import run_job
+from kojo.server.execution import run_job, with_db_retry
 from kojo.server.forking import fork_child
 from kojo.states import JobState
 
@@ -25,5 +25,7 @@ def spawn_job_process(job: Job, *, server_pid: int, host: str) -> int:
 def run_claimed_job(job: Job, host: str) -> None:
     """Record the job process's own pid (the claim recorded the arbiter's), then run the job."""
     pid = os.getpid()
-    Job.objects.filter(pk=job.pk, state=JobState.WORKING, attempts=job.attempts).update(pid=pid)
+    with_db_retry(
+        lambda: Job.objects.filter(pk=job.pk, state=JobState.WORKING, attempts=job.attempts).update(pid=pid)
+    )
     run_job(job, actor=f"{host}:{pid}")

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from kojo.exceptions import KojoConfigurationError, LockError, LockNotOwned, Loc
 from kojo.locks import get_backend, holders, mutex, semaphore
 from kojo.locks.base import Owner, process_start_time
 from tests.integration.lock_helper import Helper
+from tests.services import REDIS_PORT, redis_answers, start_redis, stop_redis
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE = 2.0  # seconds; short so that renewal happens several times within a test
@@ -340,29 +340,6 @@ def test_unknown_backend_is_a_configuration_error(settings):
         mutex(unique()).acquire()
 
 
-REDIS_PORT = 6379
-
-
-def redis_answers() -> bool:
-    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except redis.exceptions.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def start_redis() -> None:
-    """Start Redis the way CI does: nothing kept on disk, so a restart forgets every hold."""
-    command = shlex.split(
-        f'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port {REDIS_PORT} --save "" '
-        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
-    )
-    subprocess.run(command, check=True, capture_output=True, timeout=10)
-    wait_until(redis_answers, 10, interval=0.05, message="Redis to answer PING")
-
-
 def test_redis_restart_holder_learns_it_lost_and_waiters_recover(redis_backend, spawn, settings):
     if settings.CACHES[kojo_settings.REDIS_CACHE]["LOCATION"] not in (
         f"redis://127.0.0.1:{REDIS_PORT}/0",
@@ -375,9 +352,7 @@ def test_redis_restart_holder_learns_it_lost_and_waiters_recover(redis_backend, 
     waiter = spawn("hold", name, timeout=30)
     waiter.expect("waiting")
     try:
-        shutdown = ["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"]
-        subprocess.run(shutdown, capture_output=True, timeout=10)
-        wait_until(lambda: not redis_answers(), 10, message="Redis to stop")
+        stop_redis()
         start_redis()
         # Redis forgot every hold: the holder finds out at its next renewal (or lease end) ...
         holder.send("wait-lost 10")
