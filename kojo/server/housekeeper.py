@@ -1,8 +1,9 @@
 """The housekeeper child: cron ticks, orphan rescue, pruning of expired jobs.
 
-Every server runs one. Each chore is safe to run on many servers at once (conditional updates and
-unique constraints decide), so the fleet needs no leader; the housekeeping mutex, when the lock backend
-is reachable, only saves duplicate work.
+Every server runs one; the one holding the ``housekeeping`` mutex does the chores and the others stand
+by, taking over when the holder dies (its lock is freed at once on the same host, by lease expiry from
+elsewhere). Each chore is also safe on many servers at once (conditional updates and unique constraints
+decide), so when the lock backend is unreachable every housekeeper simply does the work.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from django.db import DatabaseError, connections
 
 from kojo.conf import settings
 from kojo.cron import schedule_due_ticks
+from kojo.exceptions import LockError
+from kojo.locks import Mutex, mutex
 from kojo.pruning import prune_expired
 from kojo.server import exitcodes
 from kojo.server.forking import fork_child
@@ -39,9 +42,13 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     delay = settings.HOUSEKEEPING_INTERVAL
     last_prune = 0.0
+    leadership = Leadership()
     while not stopping and os.getppid() == server_pid:
         started = time.monotonic()
         try:
+            if not leadership.held():
+                time.sleep(settings.HOUSEKEEPING_INTERVAL)
+                continue
             schedule_due_ticks(actor=actor)
             rescue_orphans(actor=actor)
             if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
@@ -59,3 +66,36 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             # One bad chore (say, a type whose row a hand edit broke) must not stop the others.
             logger.exception("housekeeping pass failed")
         time.sleep(max(0.0, delay - (time.monotonic() - started)))
+    leadership.resign()
+
+
+class Leadership:
+    """The fleet-wide housekeeping role, held as a mutex for as long as this housekeeper lives."""
+
+    LOCK_NAME = "housekeeping"
+
+    def __init__(self) -> None:
+        self.lock: Mutex | None = None
+
+    def held(self) -> bool:
+        if self.lock is not None and self.lock.held:
+            return True
+        if self.lock is not None and self.lock.lost:
+            logger.warning("housekeeping leadership lost; trying to take it again")
+        self.lock = mutex(self.LOCK_NAME)
+        try:
+            taken = self.lock.acquire(blocking=False)
+        except LockError as error:
+            logger.warning("lock backend unreachable (%s); housekeeping without leadership", error)
+            self.lock = None
+            return True
+        if taken:
+            logger.info("this housekeeper leads the fleet's housekeeping")
+        return taken
+
+    def resign(self) -> None:
+        if self.lock is not None and self.lock.held:
+            try:
+                self.lock.release()
+            except LockError:
+                pass  # lost or unreachable: the lease ends it anyway

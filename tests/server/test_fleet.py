@@ -1,7 +1,11 @@
 """Fleet-wide promises, checked with several real kojo_server processes on one database."""
 
+import os
+import signal
+
 import pytest
 
+from kojo.locks import holders
 from kojo.models import Job
 from kojo.states import JobState
 from tests.server.conftest import wait_for
@@ -48,3 +52,36 @@ def test_importance_orders_claims(start_server, make_job_type):
     order = list(Job.objects.filter(job_type=kind).order_by("started_at").values_list("pk", flat=True))
     assert order[:3] == [job.pk for job in high]
     assert order[3:] == [job.pk for job in low]
+
+
+def housekeeping_leader(server) -> int | None:
+    """The pid of the housekeeper (in ``server``'s process group) holding the housekeeping mutex."""
+    for hold in holders("housekeeping"):
+        try:
+            if os.getpgid(hold.owner.pid) == server.pid and os.path.exists(f"/proc/{hold.owner.pid}"):
+                return hold.owner.pid
+        except ProcessLookupError:
+            pass
+    return None
+
+
+def test_one_housekeeper_leads_and_another_takes_over_when_it_dies(start_server, make_job_type):
+    first = start_server("--concurrency", "1")
+    # A hold left by an earlier test's killed server is reclaimed as soon as this one contends.
+    leader = wait_for(lambda: housekeeping_leader(first), message="the first server's housekeeper to lead")
+    second = start_server("--concurrency", "1")
+    wait_for(lambda: "started on" in second.output(), message="the second server to start")
+    assert housekeeping_leader(first) == leader
+    assert housekeeping_leader(second) is None
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    wait_for(
+        lambda: housekeeping_leader(second),
+        timeout=30,
+        message="the second server's housekeeper to take over",
+    )
+    # And it does the chores: a cron job appears for the current minute.
+    every_minute = make_job_type(worker="tests.kojo_jobs.noop", cron_expression="* * * * *")
+    wait_for(
+        lambda: Job.objects.filter(job_type=every_minute).exists(), message="a cron job from the new leader"
+    )

@@ -1,0 +1,99 @@
+"""Django tasks run by a real kojo_server: results, failures, priority, run_after, async, retries.
+
+The servers have no TASKS setting: everything the job process needs is on the job row.
+"""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from kojo.tasks import KojoBackend, compat
+from tests import tasks
+from tests.server.conftest import wait_for
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(autouse=True)
+def kojo_tasks(settings):
+    settings.TASKS = {"default": {"BACKEND": "kojo.tasks.KojoBackend"}}
+
+
+def finished(result, timeout=20.0):
+    def check():
+        result.refresh()
+        return result.is_finished
+
+    wait_for(check, timeout=timeout, message=f"task {result.id} to finish")
+    return result
+
+
+def test_tasks_succeed_with_their_return_value_or_fail_with_a_traceback(start_server):
+    added, awaited = tasks.add.enqueue(2, 3), tasks.async_add.enqueue(4, b=5)
+    failed = tasks.fail.enqueue("boom")
+    server = start_server()
+    for result, value in [(added, 5), (awaited, 9)]:
+        assert finished(result).status == compat.TaskResultStatus.SUCCESSFUL
+        assert result.return_value == value and result.errors == []
+        assert result.attempts == 1 and re.fullmatch(r".+:\d+", result.worker_ids[0])
+        assert result.enqueued_at <= result.started_at <= result.finished_at
+        assert result.last_attempted_at == result.started_at
+
+    assert finished(failed).status == compat.TaskResultStatus.FAILED
+    assert failed.attempts == 1 and len(failed.errors) == 1
+    error = failed.errors[0]
+    assert error.exception_class_path == "builtins.ValueError" and error.exception_class is ValueError
+    assert error.traceback.startswith("Traceback") and "ValueError: boom" in error.traceback
+    assert "in fail" in error.traceback
+    # The job process sent task_started and task_finished; Django's receivers logged them, the
+    # failure with its traceback since it was sent from inside the exception handler.
+    log = wait_for(
+        lambda: (
+            (text := server.output())
+            and f"Task id={failed.id} path=tests.tasks.fail state=FAILED" in text
+            and text
+        )
+    )
+    assert f"Task id={added.id} path=tests.tasks.add state=RUNNING" in log
+    assert f"Task id={added.id} path=tests.tasks.add state=SUCCESSFUL" in log
+    after = log.split(f"Task id={failed.id} path=tests.tasks.fail state=FAILED", 1)[1]
+    assert "Traceback" in after and "ValueError: boom" in after
+    # Any backend instance, in any process, reads the same result.
+    other = KojoBackend("default", {}).get_result(added.id)
+    assert (other.status, other.return_value, other.worker_ids) == (
+        compat.TaskResultStatus.SUCCESSFUL,
+        5,
+        added.worker_ids,
+    )
+
+
+def test_higher_priority_runs_first(start_server):
+    results = [tasks.stamp.using(priority=priority).enqueue(str(priority)) for priority in (-50, 0, 90, 10)]
+    start_server("--concurrency", "1")
+    ran = sorted((finished(result).return_value["at"], result.return_value["label"]) for result in results)
+    assert [label for _, label in ran] == ["90", "10", "0", "-50"]
+
+
+def test_run_after_is_respected(start_server):
+    run_after = timezone.now() + timedelta(seconds=1.5)
+    later = tasks.add.using(run_after=run_after).enqueue(1, 1)
+    now = tasks.add.enqueue(2, 2)
+    start_server()
+    assert finished(now).status == compat.TaskResultStatus.SUCCESSFUL
+    later.refresh()
+    assert later.status == compat.TaskResultStatus.READY or later.started_at >= run_after
+    assert finished(later).return_value == 2
+    assert later.started_at >= run_after
+
+
+def test_retries_from_task_options_and_the_context(start_server):
+    flaky, plain = tasks.flaky.enqueue("x"), tasks.with_context.enqueue(7)
+    start_server()
+    assert finished(plain).return_value == {"id": plain.id, "attempt": 1, "value": 7}
+    assert finished(flaky).status == compat.TaskResultStatus.SUCCESSFUL
+    assert flaky.return_value == {"attempt": 2, "value": "x"}
+    assert flaky.attempts == 2 and len(flaky.worker_ids) == 2
+    assert [error.exception_class_path for error in flaky.errors] == ["builtins.RuntimeError"]
+    assert "first attempt fails" in flaky.errors[0].traceback
