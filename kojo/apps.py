@@ -11,5 +11,6 @@ class KojoConfig(AppConfig):
 
     def ready(self) -> None:
         from kojo import checks, messaging  # noqa: F401  (registers the system checks and receivers)
+        from kojo.tasks import worker  # noqa: F401  (registers the worker that runs Django tasks)
 
         autodiscover_modules("kojo_jobs")

@@ -103,3 +103,21 @@ def test_sigkill_of_the_arbiter_alone_takes_its_children_down(start_server, make
     wait_for(
         lambda: not os.path.exists(f"/proc/{job_pid}"), timeout=5, message="the orphaned job process to die"
     )
+
+
+def test_sigkill_of_a_pooled_worker_retries_its_job(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.sleep", max_attempts=2, retry_interval="PT0S")
+    job = kojo.schedule(kind.type_code, {"seconds": 2})
+    server = start_server("--mode", "static", "--concurrency", "1")
+    wait_for(lambda: working(job), message="the job to start in a worker")
+    worker_pid = Job.objects.get(pk=job.pk).pid
+    assert worker_pid != server.pid
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_for(
+        lambda: Job.objects.filter(pk=job.pk, state=JobState.COMPLETE_SUCCESS).exists(),
+        message="a replacement worker to run the retried job",
+    )
+    job.refresh_from_db()
+    assert job.attempts == 2 and job.result["pid"] != worker_pid
+    crash = JobStateChange.objects.get(job=job, outcome=Outcome.CRASHED)
+    assert "SIGKILL" in crash.reason
