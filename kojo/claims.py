@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from functools import partial
 
 from django.db import transaction
-from django.db.models import Case, Count, F, Value, When
+from django.db.models import Case, Count, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
-from kojo.models import Job, JobStateChange, JobType
+from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.signals import job_state_changed
 from kojo.states import JobState
 
@@ -44,10 +44,15 @@ def claim(
     """
     if slots <= 0:
         return []
+    # Jobs whose dependencies have not all completed successfully are not claimable yet.
+    unmet = JobDependency.objects.filter(job=OuterRef("pk")).exclude(
+        depends_on__state=JobState.COMPLETE_SUCCESS
+    )
     candidates = (
         Job.objects.using(using)
         .select_related("job_type")
         .filter(state=JobState.WAITING, start_after__lte=timezone.now(), job_type__is_enabled=True)
+        .filter(~Exists(unmet))
     )
     if queues:
         candidates = candidates.filter(job_type__queue__in=list(queues))

@@ -259,3 +259,21 @@ class Server(models.Model):
 
     def __str__(self) -> str:
         return f"server[{self.pid}]@{self.host}"
+
+
+class JobDependency(models.Model):
+    """``job`` may not start before ``depends_on`` completed successfully; if that one fails or is
+    canceled, ``job`` is canceled too. Rows are made with the job, so a cycle cannot be formed."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependencies")
+    depends_on = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependents")
+
+    class Meta:
+        db_table = "kojo_job_dependency"
+        constraints = [
+            models.UniqueConstraint(fields=["job", "depends_on"], name="kojo_dependency_once"),
+            models.CheckConstraint(condition=~Q(job=models.F("depends_on")), name="kojo_dependency_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} after job {self.depends_on_id}"

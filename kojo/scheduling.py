@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from kojo.exceptions import (
     JobTypeNotFound,
     WaitingLimitReached,
 )
-from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobType
+from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobDependency, JobType
 from kojo.states import PENDING, JobState
 from kojo.transitions import record
 
@@ -41,12 +42,15 @@ def schedule(
     once: bool = False,
     once_key: str | None = None,
     max_attempts: int | None = None,
+    depends_on: Iterable[Job | int] = (),
     using: str = "default",
 ) -> Job:
     """Schedule a job of ``type_code`` to run now, ``at`` a time, or after ``delay``.
 
     With ``once=True`` (or an explicit ``once_key``), a job identical to one still pending (same type
     and params, or same key) is not created again: the pending job is returned instead.
+    ``depends_on`` names jobs that must complete successfully first; if one fails or is canceled, this
+    job is canceled with the reason recorded.
     """
     params = clean_params(params)
     start_after = start_time(at, delay)
@@ -66,11 +70,31 @@ def schedule(
         "max_attempts": max_attempts,
         "once_key": once_key,
     }
+    dependencies = sorted({getattr(item, "pk", item) for item in depends_on})
     with transaction.atomic(using=using):
         check_allowance(job_type, using=using)
-        if once_key is None:
-            return create_job(fields, using=using)
-        return create_once(fields, using=using)
+        check_dependencies(dependencies, using=using)
+        job = create_job(fields, using=using) if once_key is None else create_once(fields, using=using)
+        if dependencies and not job.dependencies.exists():
+            JobDependency.objects.using(using).bulk_create(
+                JobDependency(job=job, depends_on_id=dependency) for dependency in dependencies
+            )
+        return job
+
+
+def check_dependencies(ids: list[int], *, using: str) -> None:
+    """Dependencies must exist and must not have failed already (the job could never run)."""
+    if any(not isinstance(pk, int) or isinstance(pk, bool) for pk in ids):
+        raise InvalidSchedule(f"depends_on takes jobs or job ids, not {ids!r}")
+    states = dict(Job.objects.using(using).filter(pk__in=ids).values_list("pk", "state"))
+    missing = [pk for pk in ids if pk not in states]
+    if missing:
+        raise InvalidSchedule(f"depends_on names jobs that do not exist: {missing}")
+    doomed = {
+        pk: state for pk, state in states.items() if state in (JobState.COMPLETE_FAILED, JobState.CANCELED)
+    }
+    if doomed:
+        raise InvalidSchedule(f"depends_on names jobs that already ended without success: {doomed}")
 
 
 def create_job(

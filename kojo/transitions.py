@@ -99,8 +99,28 @@ def transition(
             at=now,
             using=using,
         )
+        if to in (JobState.COMPLETE_FAILED, JobState.CANCELED):
+            cancel_dependents(job_id, to, using=using)
     logger.debug("job %s: %s -> %s %s", job_id, current, to, reason, extra={"job_id": job_id})
     return True
+
+
+def cancel_dependents(job_id: int, ended: JobState, *, using: str) -> None:
+    """A job that ended without success takes the jobs waiting on it down too (and theirs, in turn)."""
+    dependents = (
+        Job.objects.using(using)
+        .filter(dependencies__depends_on_id=job_id, state__in=[JobState.WAITING, JobState.HOLD])
+        .values_list("pk", flat=True)
+    )
+    for dependent in list(dependents):
+        transition(
+            dependent,
+            JobState.CANCELED,
+            expect=[JobState.WAITING, JobState.HOLD],
+            reason=f"dependency job {job_id} ended {ended}",
+            strict=False,
+            using=using,
+        )
 
 
 def record(

@@ -146,3 +146,18 @@ def test_process_titles_name_the_server_and_job(start_server, make_job_type):
         title = cmdline.read().decode().strip("\x00")
     assert title == f"kojo: server[{server.pid}]/job[{job.pk} {kind.type_code}]"
     server.signal(signal.SIGKILL)
+
+
+def test_dependencies_order_jobs_and_failures_cancel_dependents(start_server, make_job_type):
+    sleeper = make_job_type(worker="tests.kojo_jobs.sleep")
+    failing = make_job_type(worker="tests.kojo_jobs.fail")
+    first = kojo.schedule(sleeper.type_code, {"seconds": 0.5})
+    then = kojo.schedule(sleeper.type_code, {"seconds": 0}, depends_on=[first], importance=90)
+    doomed = kojo.schedule(failing.type_code)
+    never = kojo.schedule(sleeper.type_code, depends_on=[doomed])
+    start_server("--concurrency", "4")
+    assert finished(then).state == JobState.COMPLETE_SUCCESS
+    assert then.started_at >= finished(first).finished_at
+    assert finished(never).state == JobState.CANCELED
+    assert never.attempts == 0
+    assert finished(doomed).state == JobState.COMPLETE_FAILED
