@@ -23,6 +23,7 @@ _PUBLIC = {
     "retry": "kojo.control",
     "hold": "kojo.control",
     "listen": "kojo.messaging",
+    "wait": "kojo.waiting",
     "mutex": "kojo.locks",
     "semaphore": "kojo.locks",
 }

@@ -49,6 +49,25 @@ class UnknownWorker(KojoError, LookupError):
     """The worker is not a registered kojo worker."""
 
 
+class JobNotFound(KojoError, LookupError):
+    """No job has this id."""
+
+
+class WaitTimeout(KojoError, TimeoutError):
+    """The jobs did not finish in time."""
+
+
+class JobFailed(KojoError):
+    """A job waited for ended without success."""
+
+    def __init__(self, jobs):
+        self.jobs = list(jobs)
+        described = ", ".join(
+            f"job {job.pk} {job.state}: {job.error or 'no error recorded'}" for job in self.jobs
+        )
+        super().__init__(described)
+
+
 class LockError(KojoError):
     """A lock operation failed."""
 

@@ -1,6 +1,8 @@
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 
 from kojo.cron import latest_tick, next_ticks, schedule_due_ticks
 from kojo.models import Job, JobType
@@ -58,3 +60,17 @@ def test_disabled_types_and_full_allowances_get_no_cron_jobs(make_job_type):
     Job.objects.create(job_type=full)
     assert schedule_due_ticks(NOON) == []
     assert JobType.objects.get(pk=full.pk).last_cron_tick is not None
+
+
+def test_kojo_prune_deletes_only_expired_finished_jobs(make_job_type):
+    kind = make_job_type()
+    expired = Job.objects.create(job_type=kind, state="complete_success", delete_after=NOON)
+    kept = Job.objects.create(
+        job_type=kind, state="complete_success", delete_after=datetime(2999, 1, 1, tzinfo=UTC)
+    )
+    pending = Job.objects.create(job_type=kind)
+    out = StringIO()
+    call_command("kojo_prune", stdout=out)
+    assert out.getvalue().strip() == "deleted 1 finished jobs"
+    assert set(Job.objects.values_list("pk", flat=True)) == {kept.pk, pending.pk}
+    assert not Job.objects.filter(pk=expired.pk).exists()

@@ -6,6 +6,7 @@ import signal
 import pytest
 
 import kojo
+from kojo.exceptions import JobFailed
 from kojo.models import Job, JobStateChange
 from kojo.states import JobState, Outcome
 from tests.server.conftest import wait_for
@@ -161,3 +162,12 @@ def test_dependencies_order_jobs_and_failures_cancel_dependents(start_server, ma
     assert finished(never).state == JobState.CANCELED
     assert never.attempts == 0
     assert finished(doomed).state == JobState.COMPLETE_FAILED
+
+
+def test_wait_follows_jobs_run_by_a_server(start_server, make_job_type):
+    good = kojo.schedule(make_job_type(worker="tests.kojo_jobs.echo").type_code, {"v": 1})
+    bad = kojo.schedule(make_job_type(worker="tests.kojo_jobs.fail").type_code)
+    start_server()
+    assert kojo.wait(good, timeout=20).result == {"v": 1}
+    with pytest.raises(JobFailed, match="ValueError: failure 1"):
+        kojo.wait([good, bad], timeout=20, raise_on_failure=True)
