@@ -24,6 +24,9 @@ _PUBLIC = {
     "hold": "kojo.control",
     "listen": "kojo.messaging",
     "wait": "kojo.waiting",
+    "recur": "kojo.recurrence",
+    "stop_recurring": "kojo.recurrence",
+    "readiness_check": "kojo.readiness",
     "mutex": "kojo.locks",
     "semaphore": "kojo.locks",
 }

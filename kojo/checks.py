@@ -19,6 +19,8 @@ CHECK_IDS = {
     "invalid_attempts": "kojo.E005",
     "invalid_type_code": "kojo.E009",
     "unknown_field": "kojo.E010",
+    "invalid_exception_class": "kojo.E011",
+    "invalid_readiness": "kojo.E012",
 }
 
 
@@ -68,6 +70,8 @@ def check_job_type_rows(app_configs=None, databases=None, **kwargs):
                     "timeout",
                     "max_attempts",
                     "retry_interval",
+                    "retry_on",
+                    "readiness",
                 )
             }
             errors += _as_checks(registry.validate(row.type_code, row.worker, fields), row.type_code, row)

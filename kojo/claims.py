@@ -10,6 +10,7 @@ this up in the database. On SQLite (one machine), the IMMEDIATE transaction mode
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
 
@@ -18,6 +19,7 @@ from django.db.models import Case, Count, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
+from kojo.readiness import Buckets, bucket_keys
 from kojo.signals import job_state_changed
 from kojo.states import JobState
 
@@ -61,19 +63,14 @@ def claim(
     with transaction.atomic(using=using):
         admission = Admission(slots, using=using)
         seen: set[int] = set()
-        # Usually one pass. When jobs of types already at their limit fill the window, look again
-        # past those types, so they cannot hide claimable jobs of other types.
+        # Usually one pass. When the window is filled by jobs of types already at their limit, or by
+        # jobs not ready yet, look again past them, so they cannot hide claimable jobs behind them.
         for _ in range(3):
             window = candidates.exclude(pk__in=seen).exclude(job_type_id__in=admission.full)
             rows = list(window[: slots * CANDIDATES_PER_SLOT])
             seen.update(job.pk for job in rows)
-            full_before = len(admission.full)
-            admission.consider(rows)
-            if (
-                admission.done
-                or len(rows) < slots * CANDIDATES_PER_SLOT
-                or len(admission.full) == full_before
-            ):
+            passed_over = admission.consider(rows)
+            if admission.done or len(rows) < slots * CANDIDATES_PER_SLOT or not passed_over:
                 break
         if not admission.chosen:
             return []
@@ -153,16 +150,18 @@ def mark_working(
 
 
 class Admission:
-    """Picks claimable jobs from locked candidates without exceeding any type's fleet-wide limit.
+    """Picks claimable jobs from locked candidates without exceeding any type's fleet-wide limit or
+    bucket limit, and only jobs whose readiness criteria hold.
 
     The row of each limited type is locked (in id order, so servers cannot deadlock) before its working
-    jobs are counted: two servers can never both take a type's last slot.
+    jobs are counted: two servers can never both take a type's (or a bucket's) last slot.
     """
 
     def __init__(self, slots: int, *, using: str):
         self.slots, self.using = slots, using
         self.chosen: list[Job] = []
         self.free: dict[int, int] = {}  # limited type id -> slots left
+        self.buckets: dict[int, Buckets] = {}  # type id with readiness criteria -> working per bucket
         self.full: set[int] = set()
         self.singletons: set[int] = set()
 
@@ -170,46 +169,77 @@ class Admission:
     def done(self) -> bool:
         return len(self.chosen) >= self.slots
 
-    def consider(self, rows: list[Job]) -> None:
-        self.count_limited({job.job_type_id for job in rows if is_limited(job.job_type)} - set(self.free))
+    def consider(self, rows: list[Job]) -> int:
+        """Choose from ``rows`` in order; return how many were passed over (full type or not ready)."""
+        self.count_limited({job.job_type_id for job in rows if is_limited(job.job_type)} - self.counted)
+        passed_over = 0
         for job in rows:
             if self.done:
-                return
+                break
             type_id = job.job_type_id
+            if type_id in self.free and self.free[type_id] <= 0:
+                self.full.add(type_id)
+                passed_over += 1
+                continue
+            buckets = self.buckets.get(type_id)
+            if job.job_type.readiness and buckets is None:
+                buckets = self.buckets[type_id] = Buckets(job.job_type.readiness, ())
+            if buckets is not None and not buckets.admits(job.params):
+                passed_over += 1
+                continue
             if type_id in self.free:
-                if self.free[type_id] <= 0:
-                    self.full.add(type_id)
-                    continue
                 self.free[type_id] -= 1
+            if buckets is not None:
+                buckets.add(job.params)
             self.chosen.append(job)
+        return passed_over
+
+    @property
+    def counted(self) -> set[int]:
+        return set(self.free) | set(self.buckets)
 
     def count_limited(self, type_ids: set[int]) -> None:
         if not type_ids:
             return
-        limits = {}
+        limits, criteria = {}, {}
         locked = (
             JobType.objects.using(self.using)
             .filter(pk__in=sorted(type_ids))
             .order_by("pk")
             .select_for_update()
-            .values_list("pk", "schedule_limit", "can_work_in_parallel")
+            .values_list("pk", "schedule_limit", "can_work_in_parallel", "readiness")
         )
-        for pk, limit, parallel in locked:
+        for pk, limit, parallel, readiness in locked:
             if not parallel:
                 limits[pk] = 1
                 self.singletons.add(pk)
             elif limit:
                 limits[pk] = limit
-        working = dict(
-            Job.objects.using(self.using)
-            .filter(job_type_id__in=list(limits), state=JobState.WORKING)
+            if readiness:
+                criteria[pk] = readiness
+        working = Job.objects.using(self.using).filter(state=JobState.WORKING)
+        counts = dict(
+            working.filter(job_type_id__in=list(limits))
             .values_list("job_type_id")
             .annotate(n=Count("id"))
             .values_list("job_type_id", "n")
         )
         for pk, limit in limits.items():
-            self.free[pk] = limit - working.get(pk, 0)
+            self.free[pk] = limit - counts.get(pk, 0)
+        if criteria:
+            params: dict[int, list[dict]] = defaultdict(list)
+            for type_id, job_params in working.filter(job_type_id__in=list(criteria)).values_list(
+                "job_type_id", "params"
+            ):
+                params[type_id].append(job_params)
+            for pk, readiness in criteria.items():
+                self.buckets[pk] = Buckets(readiness, params[pk])
 
 
 def is_limited(job_type: JobType) -> bool:
-    return bool(job_type.schedule_limit) or not job_type.can_work_in_parallel
+    """Types whose working jobs must be counted under their row lock before one more is claimed."""
+    return (
+        bool(job_type.schedule_limit)
+        or not job_type.can_work_in_parallel
+        or bool(job_type.readiness and bucket_keys(job_type.readiness))
+    )

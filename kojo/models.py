@@ -91,6 +91,20 @@ class JobType(models.Model):
         help_text="ISO 8601 base delay before a retry.",
     )
     retry_jitter = models.BooleanField(default=True, help_text="Spread retries randomly up to the delay.")
+    retry_on = models.TextField(
+        blank=True,
+        default="",
+        validators=[validators.validate_exception_classes],
+        help_text="Exception classes (dotted paths, comma or line separated) worth another attempt; an "
+        "exception of any other class fails the job at once. Empty = retry on any exception.",
+    )
+    readiness = models.JSONField(
+        null=True,
+        blank=True,
+        validators=[validators.validate_readiness],
+        help_text='Extra conditions before a job is claimed, e.g. {"limit": 2, "key": "customer"} (at most '
+        'two working per customer), {"check": "app.module.function"}, {"all": [...]} or {"any": [...]}.',
+    )
     queue = models.CharField(
         max_length=100, default="default", help_text="Servers may serve chosen queues only."
     )
@@ -143,6 +157,9 @@ class Job(models.Model):
     once_key = models.CharField(max_length=128, null=True, blank=True, help_text="Add-once identity.")
     cron_tick = models.DateTimeField(
         null=True, blank=True, help_text="The cron tick this job was created for."
+    )
+    recurrence = models.ForeignKey(
+        "Recurrence", null=True, blank=True, on_delete=models.SET_NULL, related_name="occurrences"
     )
     server = models.ForeignKey(
         "Server", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
@@ -277,3 +294,53 @@ class JobDependency(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} after job {self.depends_on_id}"
+
+
+class Reference(models.TextChoices):
+    END = "end", "end: the previous run's end + interval"
+    START = "start", "start: the previous run's start + interval"
+
+
+class Recurrence(models.Model):
+    """A named job repeated by interval: at most one occurrence is pending at a time, and the next is
+    due an interval after the previous one started or ended, or at the next point of a grid anchored at
+    ``base_time``. Defining the same ``known_as`` again replaces the definition."""
+
+    known_as = models.CharField(max_length=200, unique=True)
+    job_type = models.ForeignKey(JobType, on_delete=models.PROTECT, related_name="recurrences")
+    params = models.JSONField(default=dict, blank=True)
+    interval = models.CharField(
+        max_length=64,
+        validators=[validators.validate_duration],
+        help_text="ISO 8601 duration between runs, e.g. PT15M.",
+    )
+    reference = models.CharField(max_length=8, choices=Reference.choices, default=Reference.END)
+    base_time = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Anchor of a grid: each run starts at the first base_time + k × interval after the "
+        "previous run ended (missed points are skipped). Overrides the reference.",
+    )
+    importance = models.SmallIntegerField(null=True, blank=True, help_text="Empty = the type's default.")
+    is_enabled = models.BooleanField(default=True)
+    # When the next occurrence is due; empty while an occurrence is pending.
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    current_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "kojo_recurrence"
+        ordering = ["known_as"]
+        indexes = [
+            models.Index(fields=["next_run_at"], name="kojo_recurrence_due", condition=Q(is_enabled=True))
+        ]
+
+    def __str__(self) -> str:
+        return self.known_as
+
+    @property
+    def interval_delta(self) -> timedelta:
+        return parse_duration(self.interval)

@@ -39,6 +39,8 @@ TYPE_FIELD_VALIDATORS: dict[str, Callable[[Any], None] | None] = {
     "retry_interval": validators.validate_duration,
     "retry_jitter": None,
     "queue": None,
+    "retry_on": validators.validate_exception_classes,
+    "readiness": validators.validate_readiness,
 }
 
 
@@ -77,6 +79,10 @@ class Registry:
         if not isinstance(worker, str):
             self.add_worker(worker)
             worker = worker_path(worker)
+        if isinstance(fields.get("retry_on"), (list, tuple)):
+            fields["retry_on"] = "\n".join(
+                name if isinstance(name, str) else worker_path(name) for name in fields["retry_on"]
+            )
         errors = self.validate(type_code, worker, fields)
         if errors:
             raise ValidationError(errors)

@@ -13,11 +13,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from kojo.durations import parse_duration
 from kojo.models import Backoff, Job, JobType
 from kojo.states import JobState, Outcome
 from kojo.transitions import transition
+from kojo.validators import exception_class_names
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,20 @@ def retry_delay(job_type: JobType, attempt: int) -> timedelta:
         # "Equal jitter": half fixed, half random, so retries spread out but never come at once.
         delay = delay / 2 + delay / 2 * random.random()
     return delay
+
+
+def is_retryable(job_type: JobType, error: BaseException) -> bool:
+    """Whether an exception is worth another attempt: any is, unless the type lists ``retry_on``."""
+    names = exception_class_names(job_type.retry_on)
+    if not names:
+        return True
+    classes = []
+    for name in names:
+        try:
+            classes.append(import_string(name))
+        except ImportError:
+            logger.error("job type %s: retry_on names %s, which does not import", job_type, name)
+    return isinstance(error, tuple(cls for cls in classes if isinstance(cls, type)))
 
 
 def end_attempt(

@@ -82,3 +82,32 @@ def validate_worker(value: str) -> None:
             code="unknown_worker",
             params={"value": value, "known": known},
         )
+
+
+def validate_readiness(value) -> None:
+    """A readiness tree of limits, buckets and registered checks (see kojo.readiness)."""
+    from kojo.readiness import validate
+
+    validate(value)
+
+
+def exception_class_names(value: str) -> list[str]:
+    return [name for name in re.split(r"[\s,]+", value or "") if name]
+
+
+def validate_exception_classes(value: str) -> None:
+    """Dotted paths of exception classes, separated by commas or new lines; each must import."""
+    from django.utils.module_loading import import_string
+
+    for name in exception_class_names(value):
+        try:
+            found = import_string(name)
+        except ImportError:
+            found = None
+        if not (isinstance(found, type) and issubclass(found, BaseException)):
+            raise ValidationError(
+                "%(name)r is not an importable exception class: give dotted paths such as "
+                "'builtins.TimeoutError' or 'myapp.errors.TemporaryFailure'.",
+                code="invalid_exception_class",
+                params={"name": name},
+            )

@@ -18,7 +18,7 @@ from django.db import DatabaseError, connections
 
 from kojo.models import Job
 from kojo.registry import registry
-from kojo.retries import end_attempt
+from kojo.retries import end_attempt, is_retryable
 from kojo.runtime import JobContext, json_result
 from kojo.states import Outcome
 
@@ -74,15 +74,20 @@ def record_exception(context: JobContext, job: Job, error: Exception, *, actor: 
         return
     reason = f"exception {type(error).__module__}.{type(error).__qualname__}: {error}"
     context.logger.warning("%s", reason)
+    retry = is_retryable(job.job_type, error)
+    error_text = reason
+    if not retry:
+        reason = f"{reason}; not a class listed in retry_on, so no further attempt"
     with_db_retry(
         lambda: end_attempt(
             job,
             Outcome.PANICKED,
             reason,
-            error=reason,
+            error=error_text,
             traceback=detail,
             actor=actor,
             attempts=context.attempt,
+            retry=retry,
         )
     )
 
