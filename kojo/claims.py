@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Candidates read per requested job, so a few rows locked by other servers do not leave us empty-handed.
 CANDIDATES_PER_SLOT = 4
+# Passes over ever wider windows before a claim gives up looking past jobs it cannot take.
+MAX_PASSES = 8
 
 
 def claim(
@@ -63,15 +65,18 @@ def claim(
     with transaction.atomic(using=using):
         admission = Admission(slots, using=using)
         seen: set[int] = set()
+        window_size = slots * CANDIDATES_PER_SLOT
         # Usually one pass. When the window is filled by jobs of types already at their limit, or by
-        # jobs not ready yet, look again past them, so they cannot hide claimable jobs behind them.
-        for _ in range(3):
+        # jobs not ready yet, look again past them with a wider window, so they cannot hide the
+        # claimable jobs behind them.
+        for _ in range(MAX_PASSES):
             window = candidates.exclude(pk__in=seen).exclude(job_type_id__in=admission.full)
-            rows = list(window[: slots * CANDIDATES_PER_SLOT])
+            rows = list(window[:window_size])
             seen.update(job.pk for job in rows)
             passed_over = admission.consider(rows)
-            if admission.done or len(rows) < slots * CANDIDATES_PER_SLOT or not passed_over:
+            if admission.done or len(rows) < window_size or not passed_over:
                 break
+            window_size *= 2
         if not admission.chosen:
             return []
         return mark_working(admission, server_id=server_id, host=host, pid=pid, using=using)

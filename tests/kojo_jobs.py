@@ -62,3 +62,25 @@ def fan_out(job):
         job.retry(delay=0)
         return None
     job.complete_success({"attempt": job.attempt})
+
+
+@kojo.readiness_check
+def gate_open(params):
+    """Ready once the file named by ``params["gate"]`` exists (tests open the gate by creating it)."""
+    return os.path.exists(params["gate"])
+
+
+@kojo.readiness_check
+def is_urgent(params):
+    return bool(params.get("urgent"))
+
+
+@kojo.readiness_check
+def broken_check(params):
+    raise RuntimeError("this check is broken")
+
+
+@kojo.worker
+def fail_with(job):
+    """Raise the built-in exception named by ``params["error"]``."""
+    raise getattr(__import__("builtins"), job.params["error"])(f"attempt {job.attempt}")
