@@ -1,0 +1,323 @@
+"""The fleet at a glance: servers and what their children run, held locks, jobs per type and state,
+and the last hour's throughput, failures and scheduling latency.
+
+``snapshot()`` is the one reader behind the admin dashboard, ``manage.py kojo_status`` and the
+Prometheus metrics, so all three always agree. Every query returns O(types × states) rows or the rows
+of the last hour, through an index: job counts use (job_type, state); jobs finished in the window use
+(state, state_changed_at); the changelog's window is found on its primary key (see ``window_start_id``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, F
+from django.utils import timezone
+
+from kojo.conf import settings
+from kojo.locks import BackendUnavailable, Hold, holders
+from kojo.models import Job, JobStateChange, JobType, Server
+from kojo.states import TERMINAL, JobState, Outcome
+
+logger = logging.getLogger(__name__)
+
+# How far back throughput, failures and latency look.
+WINDOW = timedelta(hours=1)
+# Most recent starts of the window whose latency is measured; bounds the rows a busy fleet sends.
+LATENCY_SAMPLE = 10_000
+# Attempt endings that count as failures. Aborts (an operator's choice) and server stops are not.
+FAILURE_OUTCOMES: tuple[str, ...] = (
+    Outcome.FAILED,
+    Outcome.PANICKED,
+    Outcome.CRASHED,
+    Outcome.TIMED_OUT,
+    Outcome.ORPHANED,
+)
+STATES: tuple[str, ...] = tuple(JobState.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Child:
+    """One child process of a server, and the job it runs (if any)."""
+
+    pid: int
+    kind: str
+    job_id: int | None
+    type_code: str | None
+    job_state: str | None = None
+    job_started_at: datetime | None = None
+    progress: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerView:
+    id: int
+    host: str
+    pid: int
+    mode: str
+    concurrency: int
+    queues: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age: float  # seconds
+    alive: bool  # heartbeat younger than HEARTBEAT_TIMEOUT
+    stopping: bool
+    children: list[Child]
+
+    @property
+    def status(self) -> str:
+        if not self.alive:
+            return "stale"
+        return "stopping" if self.stopping else "live"
+
+    @property
+    def busy(self) -> int:
+        """Children running a job right now."""
+        return sum(1 for child in self.children if child.job_id is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Seconds between a job's start_after and its claim, over the window's most recent starts."""
+
+    samples: int
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+    @classmethod
+    def of(cls, values: list[float]) -> Latency:
+        if not values:
+            return cls(0, None, None, None)
+        values = sorted(values)
+        return cls(len(values), percentile(values, 50), percentile(values, 95), values[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    taken_at: datetime
+    window: timedelta
+    servers: list[ServerView]
+    locks: list[Hold]  # empty when the backend could not be asked
+    locks_error: str  # why the lock backend could not be asked; "" when it answered
+    jobs: dict[str, dict[str, int]]  # type_code -> state -> jobs in the database (every state present)
+    finished: dict[str, dict[str, int]]  # type_code -> terminal state -> jobs that reached it in the window
+    failures: dict[str, dict[str, int]]  # type_code -> outcome -> failed attempts in the window
+    latency: Latency
+
+    @property
+    def live_servers(self) -> list[ServerView]:
+        return [server for server in self.servers if server.alive]
+
+    def total(self, state: str) -> int:
+        """Jobs in ``state`` across every type."""
+        return sum(states.get(state, 0) for states in self.jobs.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (datetimes in ISO 8601, durations in seconds)."""
+        return {
+            "taken_at": self.taken_at.isoformat(),
+            "window_seconds": self.window.total_seconds(),
+            "live_servers": len(self.live_servers),
+            "servers": [
+                {
+                    **_record(server, skip="children"),
+                    "status": server.status,
+                    "children": [_record(child) for child in server.children],
+                }
+                for server in self.servers
+            ],
+            "locks": [
+                {
+                    "name": hold.name,
+                    "limit": hold.limit,
+                    "host": hold.host,
+                    "pid": hold.pid,
+                    "token": hold.token,
+                    "since": hold.since.isoformat(),
+                    "expires": hold.expires.isoformat() if hold.expires else None,
+                }
+                for hold in self.locks
+            ],
+            "locks_error": self.locks_error or None,
+            "jobs": self.jobs,
+            "finished_last_window": self.finished,
+            "failures_last_window": self.failures,
+            "scheduling_latency_seconds": dataclasses.asdict(self.latency),
+        }
+
+
+def _record(view: Any, skip: str = "") -> dict[str, Any]:
+    """A dataclass's fields as JSON-ready values, datetimes in ISO 8601."""
+    return {
+        field.name: (value.isoformat() if isinstance(value, datetime) else value)
+        for field in dataclasses.fields(view)
+        if field.name != skip
+        for value in [getattr(view, field.name)]
+    }
+
+
+def percentile(ordered: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def snapshot(*, now: datetime | None = None, window: timedelta = WINDOW) -> Snapshot:
+    """Read the whole fleet view; a lock backend that cannot be reached is reported, not raised."""
+    now = now or timezone.now()
+    since = now - window
+    type_codes = dict(JobType.objects.values_list("pk", "type_code"))
+    locks, locks_error = lock_holds()
+    start_id = window_start_id(since)
+    return Snapshot(
+        taken_at=now,
+        window=window,
+        servers=servers(now),
+        locks=locks,
+        locks_error=locks_error,
+        jobs=job_counts(type_codes),
+        finished=finished_counts(type_codes, since),
+        failures=failure_counts(type_codes, since, start_id),
+        latency=scheduling_latency(since, start_id),
+    )
+
+
+def servers(now: datetime) -> list[ServerView]:
+    """Every server row, with its children and the jobs they run (one query for all those jobs)."""
+    rows = list(Server.objects.order_by("host", "pid"))
+    job_ids = {
+        child.get("job_id") for row in rows for child in row.children or [] if child.get("job_id") is not None
+    }
+    jobs = {
+        pk: (state, started_at, progress)
+        for pk, state, started_at, progress in Job.objects.filter(pk__in=job_ids).values_list(
+            "pk", "state", "started_at", "progress"
+        )
+    }
+    timeout = settings.HEARTBEAT_TIMEOUT
+    views = []
+    for row in rows:
+        children = []
+        for child in row.children or []:
+            job_id = child.get("job_id")
+            state, started_at, progress = jobs.get(job_id, (None, None, None))
+            children.append(
+                Child(
+                    pid=child.get("pid"),
+                    kind=child.get("kind", "job"),
+                    job_id=job_id,
+                    type_code=child.get("type_code"),
+                    job_state=state,
+                    job_started_at=started_at,
+                    progress=progress,
+                )
+            )
+        age = max(0.0, (now - row.heartbeat_at).total_seconds())
+        views.append(
+            ServerView(
+                id=row.pk,
+                host=row.host,
+                pid=row.pid,
+                mode=row.mode,
+                concurrency=row.concurrency,
+                queues=list(row.queues or []),
+                started_at=row.started_at,
+                heartbeat_at=row.heartbeat_at,
+                heartbeat_age=age,
+                alive=age < timeout,
+                stopping=row.stopping,
+                children=sorted(children, key=lambda child: (child.kind, child.pid or 0)),
+            )
+        )
+    return views
+
+
+def lock_holds() -> tuple[list[Hold], str]:
+    """Held locks, or an empty list and the reason the backend did not answer."""
+    try:
+        return holders(), ""
+    except BackendUnavailable as exc:
+        logger.warning("fleet view: lock backend unreachable: %s", exc)
+        return [], str(exc)
+
+
+def job_counts(type_codes: dict[int, str]) -> dict[str, dict[str, int]]:
+    """Jobs per type and state, every state of every type present (zeros included), via (job_type, state)."""
+    counts = {code: dict.fromkeys(STATES, 0) for code in sorted(type_codes.values())}
+    rows = Job.objects.order_by().values_list("job_type_id", "state").annotate(n=Count("pk"))
+    for type_id, state, n in rows:
+        counts.setdefault(_code(type_codes, type_id), dict.fromkeys(STATES, 0))[state] = n
+    return counts
+
+
+def finished_counts(type_codes: dict[int, str], since: datetime) -> dict[str, dict[str, int]]:
+    """Jobs of each type that reached each terminal state since ``since``, via (state, state_changed_at).
+
+    Jobs pruned within the window (a retention shorter than the window) are no longer counted.
+    """
+    terminal = [state for state in STATES if state in TERMINAL]
+    counts = {code: dict.fromkeys(terminal, 0) for code in sorted(type_codes.values())}
+    rows = (
+        Job.objects.filter(state__in=terminal, state_changed_at__gte=since)
+        .order_by()
+        .values_list("job_type_id", "state")
+        .annotate(n=Count("pk"))
+    )
+    for type_id, state, n in rows:
+        counts.setdefault(_code(type_codes, type_id), dict.fromkeys(terminal, 0))[state] = n
+    return counts
+
+
+def _code(type_codes: dict[int, str], type_id: int) -> str:
+    # A type created after its codes were read: name it by id rather than fail the whole view.
+    return type_codes.get(type_id) or f"#{type_id}"
+
+
+def window_start_id(since: datetime) -> int:
+    """The id of the newest changelog row older than ``since``, so that the window is ``id > this``.
+
+    The changelog has no index on ``at``, but ids grow with time: scanning the primary key backwards
+    from the newest row stops at the window's edge, reading only the window's rows.
+    """
+    row = JobStateChange.objects.filter(at__lt=since).order_by("-pk").values_list("pk", flat=True).first()
+    return row or 0
+
+
+def failure_counts(type_codes: dict[int, str], since: datetime, start_id: int) -> dict[str, dict[str, int]]:
+    """Attempts of each type that ended in a failure outcome in the window, retried ones included."""
+    rows = (
+        JobStateChange.objects.filter(pk__gt=start_id, at__gte=since, outcome__in=FAILURE_OUTCOMES)
+        .order_by()
+        .values_list("job__job_type_id", "outcome")
+        .annotate(n=Count("pk"))
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for type_id, outcome, n in rows:
+        counts.setdefault(_code(type_codes, type_id), {})[outcome] = n
+    return dict(sorted(counts.items()))
+
+
+def scheduling_latency(since: datetime, start_id: int) -> Latency:
+    """How long due jobs waited for a claim, over the window's most recent LATENCY_SAMPLE starts.
+
+    A start counts when it is still the job's latest (its ``started_at`` is the claim's time), so the
+    ``start_after`` it is compared with is the one that claim honoured. The wait includes time spent
+    behind dependencies, schedule limits and busy servers: all of it is latency to the user.
+    """
+    rows = (
+        JobStateChange.objects.filter(
+            pk__gt=start_id,
+            at__gte=since,
+            to_state=JobState.WORKING,
+            job__started_at=F("at"),
+            job__start_after__lte=F("at"),
+        )
+        .order_by("-pk")
+        .values_list("at", "job__start_after")[:LATENCY_SAMPLE]
+    )
+    return Latency.of([(started - due).total_seconds() for started, due in rows])
