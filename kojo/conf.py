@@ -51,6 +51,8 @@ class Settings:
     PARAMS_MAX_BYTES = 1024 * 1024
     # Finished jobs deleted per pruning batch.
     PRUNE_BATCH_SIZE = 1000
+    # Bearer token the metrics view (kojo.urls) requires; "" = only logged-in staff may read it.
+    METRICS_TOKEN = ""
 
     def __getattribute__(self, name: str):
         if name.isupper():
