@@ -13,7 +13,8 @@ from django.utils.html import format_html, format_html_join
 
 from kojo import fleet
 from kojo.conf import settings
-from kojo.models import Job, JobStateChange, JobType, Server
+from kojo.models import Job, JobDependency, JobStateChange, JobType, Recurrence, Server
+from kojo.recurrence import DEFINITION, save_definition
 from kojo.registry import registry
 
 
@@ -28,8 +29,8 @@ class JobTypeForm(forms.ModelForm):
         fields = [
             "type_code", "name", "worker", "is_enabled", "queue", "cron_expression", "default_importance",
             "can_work_in_parallel", "schedule_limit", "schedule_limit_allowance", "auto_complete_success",
-            "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter",
-            "auto_delete_interval_duration",
+            "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter", "retry_on",
+            "readiness", "auto_delete_interval_duration",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -75,6 +76,7 @@ class JobTypeAdmin(admin.ModelAdmin):
                     "can_work_in_parallel",
                     "schedule_limit",
                     "schedule_limit_allowance",
+                    "readiness",
                 )
             },
         ),
@@ -88,6 +90,7 @@ class JobTypeAdmin(admin.ModelAdmin):
                     "retry_backoff",
                     "retry_interval",
                     "retry_jitter",
+                    "retry_on",
                 )
             },
         ),
@@ -109,6 +112,32 @@ class JobStateChangeInline(admin.TabularInline):
         return False
 
 
+class JobDependencyInline(admin.TabularInline):
+    """The jobs this one waits for, with their states: why a waiting job has not started."""
+
+    model = JobDependency
+    fk_name = "job"
+    fields = ("depends_on", "depends_on_state")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "runs after"
+    verbose_name_plural = "runs after (dependencies)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("depends_on")
+
+    @admin.display(description="state")
+    def depends_on_state(self, dependency):
+        return dependency.depends_on.get_state_display()
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Job)
 class JobAdmin(ReadOnlyAdmin):
     list_display = ("id", "job_type", "state", "importance", "start_after", "attempts", "host", "progress")
@@ -116,7 +145,7 @@ class JobAdmin(ReadOnlyAdmin):
     list_select_related = ("job_type",)
     search_fields = ("=id",)
     show_full_result_count = False
-    inlines = [JobStateChangeInline]
+    inlines = [JobDependencyInline, JobStateChangeInline]
 
 
 @admin.register(Server)
@@ -202,3 +231,33 @@ class ServerAdmin(ReadOnlyAdmin):
             ],
         }
         return TemplateResponse(request, "admin/kojo/server/dashboard.html", context)
+
+
+class RecurrenceForm(forms.ModelForm):
+    class Meta:
+        model = Recurrence
+        fields = [
+            "known_as", "job_type", "params", "interval", "reference", "base_time", "importance",
+            "is_enabled",
+        ]
+
+
+@admin.register(Recurrence)
+class RecurrenceAdmin(admin.ModelAdmin):
+    """Recurring jobs; saving a changed definition goes through the same code as ``kojo.recur()``, so
+    a waiting occurrence of the old definition is canceled and the next run follows the new one."""
+
+    form = RecurrenceForm
+    list_display = (
+        "known_as", "job_type", "interval", "reference", "base_time", "next_run_at", "current_job",
+    )
+    list_filter = ("is_enabled", "job_type")
+    list_select_related = ("job_type", "current_job")
+    search_fields = ("known_as",)
+    readonly_fields = ("next_run_at", "current_job")
+
+    def save_model(self, request, obj, form, change):
+        if not change or set(form.changed_data) & set(DEFINITION):
+            save_definition(obj)
+        else:
+            obj.save()
