@@ -1,5 +1,9 @@
 """Job flow with real servers: bucket limits across a fleet, readiness checks, retry_on, recurrence."""
 
+import os
+import subprocess
+import sys
+import time
 from collections import defaultdict
 
 import pytest
@@ -8,7 +12,7 @@ import kojo
 from kojo.models import Job, JobStateChange
 from kojo.readiness import check, limit_to
 from kojo.states import JobState, Outcome
-from tests.server.conftest import wait_for
+from tests.server.conftest import ROOT, wait_for
 from tests.server.helpers import all_finished, states
 
 pytestmark = pytest.mark.server
@@ -115,3 +119,49 @@ def test_recurring_job_runs_again_an_interval_after_each_end(start_server, make_
         # Never overlapping, and never before an interval has passed since the previous end.
         assert (start - previous_end).total_seconds() >= 1.0
     assert all(job.recurrence.known_as == "tick" for job in Job.objects.filter(job_type=kind))
+
+
+ADD_ONCE = """
+import os, sys, time, django
+django.setup()
+import kojo
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))
+for n in range(20):
+    print(kojo.schedule(sys.argv[2], {"n": n % 5}, once=True).pk)
+"""
+
+
+def test_add_once_is_race_safe_across_processes(transactional_db, make_job_type):
+    kind = make_job_type()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.server_settings", "PYTHONPATH": str(ROOT)}
+    start = time.time() + 2.0  # every process is connected and waiting before the race starts
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", ADD_ONCE, str(start), kind.type_code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 6, [err for _, err in outputs]
+    ids = {int(line) for out, _ in outputs for line in out.split()}
+    # 6 processes × 20 calls over 5 distinct params: exactly 5 jobs, each returned to every caller.
+    assert len(ids) == 5
+    assert Job.objects.filter(job_type=kind).count() == 5
+
+
+def test_per_job_max_attempts_overrides_the_type(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.fail", max_attempts=1, retry_interval="PT0S")
+    stubborn = kojo.schedule(kind.type_code, max_attempts=3)
+    once = kojo.schedule(kind.type_code)
+    start_server("--concurrency", "2")
+    wait_for(lambda: all_finished(kind), timeout=30, message="both jobs to fail")
+    stubborn.refresh_from_db()
+    once.refresh_from_db()
+    assert (stubborn.state, stubborn.attempts) == (JobState.COMPLETE_FAILED, 3)
+    assert (once.state, once.attempts) == (JobState.COMPLETE_FAILED, 1)
+    assert "failure 3" in stubborn.error
