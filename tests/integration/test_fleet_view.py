@@ -118,8 +118,14 @@ def test_scheduling_latency_measures_start_after_to_claim_of_recent_starts(make_
     started = now - timedelta(minutes=3)
     JobStateChange.objects.create(job=retried, from_state="waiting", to_state="working", at=started)
     Job.objects.filter(pk=retried.pk).update(started_at=started, start_after=now + timedelta(minutes=1))
+    # Claimed twice in the window: only its latest claim is measured, against its latest start_after.
+    twice = kojo.schedule(kind.type_code)
+    first, second = now - timedelta(minutes=20), now - timedelta(minutes=4)
+    JobStateChange.objects.create(job=twice, from_state="waiting", to_state="working", at=first)
+    JobStateChange.objects.create(job=twice, from_state="waiting", to_state="working", at=second)
+    Job.objects.filter(pk=twice.pk).update(started_at=second, start_after=second - timedelta(seconds=2.5))
     latency = fleet.snapshot(now=now).latency
-    assert (latency.samples, latency.p50, latency.p95, latency.max) == (5, 3.0, 10.0, 10.0)
+    assert (latency.samples, latency.p50, latency.p95, latency.max) == (6, 2.5, 10.0, 10.0)
 
 
 def test_snapshot_lists_held_locks(db):
