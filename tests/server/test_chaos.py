@@ -1,0 +1,197 @@
+"""Chaos: several servers under a steady stream of jobs while a driver keeps breaking things.
+
+For ``KOJO_TEST_CHAOS_SECONDS`` (default 20) the driver SIGKILLs job processes and pooled workers,
+SIGKILLs whole servers (and starts replacements), restarts Redis and terminates the servers'
+PostgreSQL sessions. Afterwards every job must have succeeded, a singleton type never overlapped, a
+limited type never exceeded its limit, every cron tick made exactly one job, and the changelog must
+explain every attempt that did not end well.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+import kojo
+from kojo.models import Job, JobStateChange
+from kojo.readiness import limit_to
+from kojo.states import TERMINAL, JobState
+from tests.server.conftest import wait_for
+from tests.server.helpers import max_overlap
+from tests.services import ensure_services, start_redis, stop_redis
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.chaos,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates PostgreSQL sessions"),
+]
+
+DURATION = float(os.environ.get("KOJO_TEST_CHAOS_SECONDS", "20"))
+MODES = ("ondemand", "static", "dynamic")
+# Outcomes of an attempt that ended without success and was given another go.
+RETRY_OUTCOMES = {"crashed", "orphaned", "interrupted", "panicked", "timed_out"}
+
+
+@pytest.fixture
+def services_restored():
+    yield
+    ensure_services()
+
+
+def fault_kill_job_process(rng: random.Random) -> str:
+    pids = list(
+        Job.objects.filter(state=JobState.WORKING, host=socket.gethostname(), pid__isnull=False).values_list(
+            "pid", flat=True
+        )
+    )
+    if not pids:
+        return "no job process to kill"
+    pid = rng.choice(pids)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return f"job process {pid} already gone"
+    return f"SIGKILL job process {pid}"
+
+
+def fault_kill_server(rng: random.Random, servers: list, start_server) -> str:
+    index = rng.randrange(len(servers))
+    victim = servers[index]
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    mode = MODES[index % len(MODES)]
+    servers[index] = start_server("--mode", mode, "--concurrency", "3")
+    return f"SIGKILL server {victim.pid} ({mode}); started {servers[index].pid}"
+
+
+def fault_restart_redis(rng: random.Random) -> str:
+    stop_redis()
+    time.sleep(rng.uniform(0.2, 1.0))
+    start_redis()
+    return "restarted Redis"
+
+
+def fault_terminate_postgres_sessions(rng: random.Random) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (count,) = cursor.fetchone()
+    return f"terminated {count} PostgreSQL sessions"
+
+
+def test_chaos(start_server, make_job_type, services_restored, settings):
+    settings.KOJO_LOCK_BACKEND = "redis"
+    rng = random.Random(int(os.environ.get("KOJO_TEST_CHAOS_SEED", time.time())))
+    retry = {"max_attempts": 100, "retry_interval": "PT0S", "retry_jitter": False}
+    plain = make_job_type("chaos_plain", worker="tests.kojo_jobs.sleep", **retry)
+    single = make_job_type(
+        "chaos_single", worker="tests.kojo_jobs.sleep", can_work_in_parallel=False, **retry
+    )
+    limited = make_job_type("chaos_limited", worker="tests.kojo_jobs.sleep", schedule_limit=2, **retry)
+    bucketed = make_job_type(
+        "chaos_bucketed", worker="tests.kojo_jobs.sleep", readiness=limit_to(1, key="customer"), **retry
+    )
+    ticking = make_job_type("chaos_cron", worker="tests.kojo_jobs.noop", cron_expression="* * * * *", **retry)
+    kinds = [plain, single, limited, bucketed]
+
+    servers = [start_server("--mode", mode, "--concurrency", "3") for mode in MODES]
+    began = timezone.now()
+    faults = [
+        fault_kill_job_process,
+        fault_kill_job_process,
+        lambda rng: fault_kill_server(rng, servers, start_server),
+        fault_terminate_postgres_sessions,
+    ]
+    if os.environ.get("KOJO_TEST_CHAOS_REDIS", "1") == "1":
+        faults.append(fault_restart_redis)
+    log, scheduled = [], 0
+    deadline = time.monotonic() + DURATION
+    next_fault = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            for _ in range(3):
+                kind = rng.choice(kinds)
+                params = {"seconds": rng.uniform(0.02, 0.3), "customer": rng.choice("abc")}
+                kojo.schedule(kind.type_code, params)
+                scheduled += 1
+            if time.monotonic() >= next_fault:
+                log.append(rng.choice(faults)(rng))
+                next_fault = time.monotonic() + rng.uniform(1.0, 3.0)
+        except Exception as error:  # noqa: BLE001 - our own connection may be one of those cut
+            log.append(f"driver: {type(error).__name__}: {error}")
+            connection.close()
+        time.sleep(0.1)
+    ended = timezone.now()
+
+    def settled():
+        try:
+            return not Job.objects.exclude(state__in=TERMINAL).exclude(job_type=ticking).exists()
+        except Exception:  # noqa: BLE001
+            connection.close()
+            return False
+
+    print(f"chaos: {scheduled} jobs scheduled; faults:", *log, sep="\n  ")
+    wait_for(settled, timeout=120, interval=0.5, message=f"every job to finish after: {log}")
+    assert scheduled > 0 and any(entry.startswith("SIGKILL") for entry in log), log
+
+    # No job lost: everything scheduled succeeded, however often it was interrupted.
+    states = dict(Job.objects.exclude(job_type=ticking).values_list("state").annotate(n=models_count()))
+    assert states == {JobState.COMPLETE_SUCCESS: scheduled}, (states, log)
+    assert max_overlap(single) == 1
+    assert max_overlap(limited) <= 2
+    for customer in "abc":
+        assert max_overlap_for(bucketed, customer) <= 1
+
+    # Every minute tick while servers ran made exactly one cron job (the constraint forbids more).
+    ticks = set(Job.objects.filter(job_type=ticking).values_list("cron_tick", flat=True))
+    expected = set(minute_ticks(began + timedelta(seconds=15), ended - timedelta(seconds=15)))
+    assert expected <= ticks, (sorted(expected), sorted(ticks), log)
+
+    # The changelog explains every attempt: each claim is matched by a recorded end, and every
+    # return to waiting from working names its cause.
+    changes = JobStateChange.objects.filter(job__job_type__in=kinds)
+    claims = changes.filter(to_state=JobState.WORKING).count()
+    endings = changes.filter(from_state=JobState.WORKING).count()
+    assert claims == endings
+    returned = changes.filter(from_state=JobState.WORKING, to_state=JobState.WAITING)
+    for outcome, reason in returned.values_list("outcome", "reason"):
+        assert outcome in RETRY_OUTCOMES and reason, (outcome, reason)
+    assert all(server.process.poll() is None for server in servers), log
+
+
+def models_count():
+    from django.db.models import Count
+
+    return Count("id")
+
+
+def max_overlap_for(job_type, customer: str) -> int:
+    events = []
+    changes = JobStateChange.objects.filter(job__job_type=job_type, job__params__customer=customer)
+    for change in changes.order_by("id"):
+        if change.to_state == JobState.WORKING:
+            events.append((change.at, 1))
+        elif change.from_state == JobState.WORKING:
+            events.append((change.at, -1))
+    running = peak = 0
+    for _, delta in sorted(events):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def minute_ticks(start, end):
+    tick = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while tick <= end:
+        yield tick
+        tick += timedelta(minutes=1)
