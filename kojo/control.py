@@ -1,5 +1,5 @@
-"""Operator and API control of existing jobs: cancel, abort, release, retry. Every change goes
-through the state machine; these functions only pick the transition and record who asked."""
+"""Operator and API control of existing jobs: cancel, abort, release, retry, hold, run now. Every
+change goes through the state machine; these functions only pick the transition and record who asked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from kojo import messaging
 from kojo.exceptions import IllegalTransition
-from kojo.models import Job
+from kojo.models import Job, JobStateChange
 from kojo.states import JobState
 from kojo.transitions import default_actor, transition
 
@@ -79,3 +79,44 @@ def hold(job_id: int, *, by: str = "") -> None:
     transition(
         job_id, JobState.HOLD, expect=[JobState.WAITING], reason=f"held by {by or default_actor()}", actor=by
     )
+
+
+def run_now(job_id: int, *, by: str = "") -> None:
+    """Let a held job run now (a release), or bring a waiting job's start forward to now.
+
+    A waiting job stays waiting, so the second case is no transition: one conditional UPDATE of its
+    start time plus a changelog row, and a wake-up for idle servers once the transaction commits.
+    Dependencies and readiness criteria still apply; only the start time is waived.
+    """
+    by = by or default_actor()
+    now = timezone.now()
+    reason = f"run now by {by}"
+    if transition(
+        job_id,
+        JobState.WAITING,
+        expect=[JobState.HOLD],
+        reason=reason,
+        actor=by,
+        strict=False,
+        start_after=now,
+    ):
+        return
+    with transaction.atomic():
+        if not Job.objects.filter(pk=job_id, state=JobState.WAITING).update(start_after=now):
+            state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
+            raise IllegalTransition(job_id, state, JobState.WAITING)
+        # The UPDATE holds the row lock until commit: this read sees the job as updated.
+        job = Job.objects.filter(pk=job_id).values_list("attempts", "job_type__type_code")
+        attempts, type_code = job.get()
+        JobStateChange.objects.create(
+            job_id=job_id,
+            from_state=JobState.WAITING,
+            to_state=JobState.WAITING,
+            reason=reason,
+            actor=by,
+            attempt=attempts,
+            at=now,
+        )
+        transaction.on_commit(
+            lambda: messaging.publish(messaging.WAKE, {"job_id": job_id, "type_code": type_code})
+        )
