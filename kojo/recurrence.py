@@ -48,8 +48,8 @@ def recur(
     The first run is at ``start_at`` if given, else at the first grid point at or after now when
     ``base_time`` is given, else now.
     """
-    if not isinstance(known_as, str) or not 0 < len(known_as) <= 200:
-        raise InvalidSchedule("known_as must be text of 1 to 200 characters")
+    if not isinstance(known_as, str) or not 0 < len(known_as) <= 200 or "\x00" in known_as:
+        raise InvalidSchedule("known_as must be text of 1 to 200 characters, without NUL characters")
     for name, moment in (("base_time", base_time), ("start_at", start_at)):
         if moment is not None and (not isinstance(moment, datetime) or timezone.is_naive(moment)):
             raise InvalidSchedule(f"{name} must be an aware datetime (with a time zone)")
@@ -77,8 +77,11 @@ def recur(
 
 def interval_text(interval: timedelta | str) -> str:
     if isinstance(interval, timedelta):
-        seconds = interval.total_seconds()
-        text = f"PT{seconds:g}S"
+        # Whole microseconds, never a float's "%g" text: 12 days must not become "PT1.0368e+06S".
+        seconds, micros = divmod(interval // timedelta(microseconds=1), 1_000_000)
+        if seconds < 0:
+            raise InvalidSchedule(f"interval must be longer than zero, not {interval}")
+        text = f"PT{seconds}.{micros:06d}".rstrip("0").rstrip(".") + "S"
     elif isinstance(interval, str):
         text = interval
     else:
@@ -123,6 +126,8 @@ def save_definition(recurrence: Recurrence, *, start_at: datetime | None = None)
 
 def stop_recurring(known_as: str) -> bool:
     """Delete the definition ``known_as``; its occurrence still waiting is canceled. False if unknown."""
+    if not isinstance(known_as, str) or "\x00" in known_as:
+        return False  # recur() stores no such name, and PostgreSQL refuses NUL in a query
     with transaction.atomic():
         recurrence = Recurrence.objects.select_for_update().filter(known_as=known_as).first()
         if recurrence is None:

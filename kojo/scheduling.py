@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,9 @@ from kojo.states import PENDING, JobState
 from kojo.transitions import record
 
 logger = logging.getLogger(__name__)
+
+# The largest id a job can have (a 64-bit primary key).
+MAX_ID = 2**63 - 1
 
 
 def schedule(
@@ -56,12 +60,16 @@ def schedule(
     start_after = start_time(at, delay)
     job_type = enabled_job_type(type_code, using=using)
     importance = job_type.default_importance if importance is None else clean_importance(importance)
-    if max_attempts is not None and (not isinstance(max_attempts, int) or not 1 <= max_attempts <= 1000):
+    if max_attempts is not None and (
+        not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 1000
+    ):
         raise InvalidSchedule(f"max_attempts must be a whole number from 1 to 1000, not {max_attempts!r}")
     if once_key is None and once:
         once_key = params_key(params)
-    if once_key is not None and (not isinstance(once_key, str) or not 0 < len(once_key) <= 128):
-        raise InvalidSchedule("once_key must be text of 1 to 128 characters")
+    if once_key is not None and (
+        not isinstance(once_key, str) or not 0 < len(once_key) <= 128 or "\x00" in once_key
+    ):
+        raise InvalidSchedule("once_key must be text of 1 to 128 characters, without NUL characters")
     fields = {
         "job_type": job_type,
         "params": params,
@@ -86,7 +94,9 @@ def check_dependencies(ids: list[int], *, using: str) -> None:
     """Dependencies must exist and must not have failed already (the job could never run)."""
     if any(not isinstance(pk, int) or isinstance(pk, bool) for pk in ids):
         raise InvalidSchedule(f"depends_on takes jobs or job ids, not {ids!r}")
-    states = dict(Job.objects.using(using).filter(pk__in=ids).values_list("pk", "state"))
+    # An id beyond 64 bits names no job, and SQLite raises OverflowError rather than finding none.
+    storable = [pk for pk in ids if abs(pk) <= MAX_ID]
+    states = dict(Job.objects.using(using).filter(pk__in=storable).values_list("pk", "state"))
     missing = [pk for pk in ids if pk not in states]
     if missing:
         raise InvalidSchedule(f"depends_on names jobs that do not exist: {missing}")
@@ -123,6 +133,9 @@ def create_once(fields: dict[str, Any], *, using: str) -> Job:
 
 
 def enabled_job_type(type_code: str, *, using: str = "default") -> JobType:
+    if isinstance(type_code, str) and "\x00" in type_code:
+        # No type code holds one (validate_type_code), and PostgreSQL refuses NUL in a query.
+        raise JobTypeNotFound(f"no job type has the type code {type_code!r}")
     try:
         job_type = JobType.objects.using(using).get(type_code=type_code)
     except JobType.DoesNotExist:
@@ -152,17 +165,42 @@ def clean_params(params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidParams(f"params must be a dict (a JSON object), not {type(params).__name__}")
     try:
-        text = json.dumps(params, allow_nan=False)
+        text = json.dumps(params, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as error:
         raise InvalidParams(f"params are not JSON: {error}") from None
-    if len(text.encode()) > settings.PARAMS_MAX_BYTES:
+    keys = non_text_keys(params)
+    if keys:
+        # json.dumps would turn 1 into "1" silently, and {1: ..., "1": ...} would lose a value.
+        raise InvalidParams(f"params keys must be text (JSON object keys are strings), not {keys[0]!r}")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise InvalidParams("params contain text that is not valid Unicode (a lone surrogate)") from None
+    if size > settings.PARAMS_MAX_BYTES:
         raise InvalidParams(
-            f"params are {len(text.encode())} bytes of JSON; the limit is {settings.PARAMS_MAX_BYTES} "
+            f"params are {size} bytes of JSON; the limit is {settings.PARAMS_MAX_BYTES} "
             "(KOJO_PARAMS_MAX_BYTES). Store large data elsewhere and pass its key."
         )
-    if "\\u0000" in text:
+    if ESCAPED_NUL.search(text):
         raise InvalidParams("params contain a NUL character, which databases cannot store in JSON")
     return json.loads(text)
+
+
+# A \u0000 escape in JSON text, but not an escaped backslash followed by "u0000".
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def non_text_keys(params: dict[str, Any]) -> list[Any]:
+    """Object keys that are not strings, anywhere in params (looked for without recursion)."""
+    found, pending = [], [params]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            found += [key for key in item if not isinstance(key, str)]
+            pending += item.values()
+        elif isinstance(item, list | tuple):
+            pending += item
+    return found
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -199,7 +237,10 @@ def start_time(at: datetime | None, delay: timedelta | float | str | None) -> da
         except InvalidDuration as error:
             raise InvalidSchedule(str(error)) from None
     elif isinstance(delay, int | float) and not isinstance(delay, bool):
-        delay = timedelta(seconds=delay)
+        try:
+            delay = timedelta(seconds=delay)
+        except (ValueError, OverflowError):
+            raise InvalidSchedule(f"delay {delay!r} is not a usable number of seconds") from None
     if not isinstance(delay, timedelta):
         raise InvalidSchedule(f"delay must be a timedelta, seconds or an ISO 8601 duration, not {delay!r}")
     if delay < timedelta(0):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from kojo.exceptions import JobFailed, JobNotFound, WaitTimeout
 from kojo.models import Job
+from kojo.scheduling import MAX_ID
 from kojo.states import TERMINAL, JobState
 
 # Seconds between looks at the database: quick at first for short jobs, then gentler.
@@ -31,7 +32,9 @@ def wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = FIRST_PAUSE
     while True:
-        found = Job.objects.using(using).select_related("job_type").in_bulk(ids)
+        # An id beyond 64 bits names no job, and SQLite raises OverflowError rather than finding none.
+        storable = [pk for pk in ids if not isinstance(pk, int) or abs(pk) <= MAX_ID]
+        found = Job.objects.using(using).select_related("job_type").in_bulk(storable)
         missing = [pk for pk in ids if pk not in found]
         if missing:
             raise JobNotFound(f"no job has the id {missing[0]} (never created, or already pruned)")
