@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
 from django.contrib.auth import get_permission_codename
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -22,9 +22,9 @@ from kojo.cron import describe_cron, next_ticks
 from kojo.exceptions import IllegalTransition, KojoError
 from kojo.listing import CappedPaginator, search_jobs
 from kojo.models import Job, JobDependency, JobStateChange, JobType, Recurrence, Server
-from kojo.recurrence import DEFINITION, save_definition
+from kojo.recurrence import DEFINITION, interval_text, save_definition
 from kojo.registry import registry
-from kojo.scheduling import schedule
+from kojo.scheduling import clean_importance, clean_params, schedule
 
 
 class WorkerField(forms.ChoiceField):
@@ -34,6 +34,24 @@ class WorkerField(forms.ChoiceField):
         forms.Field.validate(self, value)
         if value:
             validators.validate_worker(value)
+
+
+class BoundedJSONField(forms.JSONField):
+    """JSON nested too deeply for the parser is a form error, not a RecursionError (a server error)."""
+
+    too_deep = "This JSON is nested too deeply."
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(self.too_deep, code="invalid") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
 
 
 class JobTypeForm(forms.ModelForm):
@@ -50,6 +68,7 @@ class JobTypeForm(forms.ModelForm):
             "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter", "retry_on",
             "readiness", "auto_delete_interval_duration",
         ]
+        field_classes = {"readiness": BoundedJSONField}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -476,12 +495,34 @@ class ServerAdmin(ReadOnlyAdmin):
 
 
 class RecurrenceForm(forms.ModelForm):
+    """Params, interval and importance pass the checks ``kojo.recur()`` makes, so a definition saved here
+    cannot make occurrences the database refuses (or a zero interval that would divide by zero)."""
+
     class Meta:
         model = Recurrence
         fields = [
             "known_as", "job_type", "params", "interval", "reference", "base_time", "importance",
             "is_enabled",
         ]
+        field_classes = {"params": BoundedJSONField}
+
+    def clean_params(self):
+        return as_form_error(clean_params, self.cleaned_data["params"])
+
+    def clean_interval(self):
+        return as_form_error(interval_text, self.cleaned_data["interval"])
+
+    def clean_importance(self):
+        importance = self.cleaned_data["importance"]
+        return None if importance is None else as_form_error(clean_importance, importance)
+
+
+def as_form_error(clean, value):
+    """Run one of the API's cleaners, turning its KojoError into the form's error for the field."""
+    try:
+        return clean(value)
+    except KojoError as error:
+        raise ValidationError(str(error), code="invalid") from None
 
 
 @admin.register(Recurrence)

@@ -123,7 +123,13 @@ def limit_problems(criterion: dict[str, Any]) -> list[str]:
 
 
 def is_key(key: Any) -> bool:
-    return isinstance(key, str) and 0 < len(key) <= 100
+    if not isinstance(key, str) or not 0 < len(key) <= 100 or "\x00" in key:
+        return False  # PostgreSQL cannot store NUL in JSON
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False  # a lone surrogate, which no database stores either
+    return True
 
 
 # Evaluation, by the claim.
