@@ -74,6 +74,8 @@ class JobTypeForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["worker"].choices = [(path, path) for path in sorted(registry.workers)]
         self.fields["worker"].help_text = JobType._meta.get_field("worker").help_text
+        if "default_importance" in self.fields:
+            self.fields["default_importance"].validators.append(validators.validate_importance)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

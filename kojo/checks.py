@@ -17,6 +17,7 @@ CHECK_IDS = {
     "invalid_duration": "kojo.E004",
     "invalid_limit": "kojo.E005",
     "invalid_attempts": "kojo.E005",
+    "invalid_importance": "kojo.E005",
     "invalid_type_code": "kojo.E009",
     "unknown_field": "kojo.E010",
     "invalid_exception_class": "kojo.E011",

@@ -70,6 +70,49 @@ def validate_max_attempts(value: int) -> None:
         )
 
 
+def validate_importance(value: int) -> None:
+    from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN
+
+    if not isinstance(value, int) or isinstance(value, bool) or not IMPORTANCE_MIN <= value <= IMPORTANCE_MAX:
+        raise ValidationError(
+            "%(value)r is not a valid importance: use a whole number from %(min)d to %(max)d.",
+            code="invalid_importance",
+            params={"value": value, "min": IMPORTANCE_MIN, "max": IMPORTANCE_MAX},
+        )
+
+
+def validate_flag(value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(
+            "%(value)r is not a valid flag: use True or False.", code="invalid_flag", params={"value": value}
+        )
+
+
+def validate_backoff(value: str) -> None:
+    from kojo.models import Backoff
+
+    if value not in Backoff.values:
+        raise ValidationError(
+            "%(value)r is not a retry backoff: use %(known)s.",
+            code="invalid_backoff",
+            params={"value": value, "known": ", ".join(Backoff.values)},
+        )
+
+
+def text_validator(max_length: int):
+    """A validator for text the database stores in a column of ``max_length`` characters."""
+
+    def validate_text(value: str) -> None:
+        if not isinstance(value, str) or len(value) > max_length or "\x00" in value:
+            raise ValidationError(
+                "%(value).80r is not valid text: use at most %(max)d characters, without NUL characters.",
+                code="invalid_text",
+                params={"value": value, "max": max_length},
+            )
+
+    return validate_text
+
+
 def validate_worker(value: str) -> None:
     """Only workers registered in code may run: an admin cannot point a type at ``os.system``."""
     from kojo.registry import registry
