@@ -1,0 +1,166 @@
+"""What one claim costs as the queue grows: 10,000 and 1,000,000 waiting jobs.
+
+For each size, in a scratch PostgreSQL database of its own (``test_bench_claims``, dropped, re-created and
+migrated at every run through tests.server_settings with ``KOJO_TEST_DB_NAME=bench_claims``):
+
+* the waiting jobs are inserted by one ``INSERT ... SELECT ... FROM generate_series`` (every column
+  filled from the model's own defaults), then ``VACUUM ANALYZE``d, as autovacuum would have;
+* ``EXPLAIN (ANALYZE, BUFFERS)`` of the claim's candidate query (captured from a real ``claim(10)``,
+  run in a transaction rolled back) is printed, with whether it uses the partial index
+  ``kojo_job_claimable``;
+* ``kojo.claims.claim(1)`` and ``claim(10)`` are timed, each call its own committed transaction
+  (candidate read with ``FOR UPDATE SKIP LOCKED``, the UPDATE to working, the state-change rows),
+  ``--claims`` calls per batch size; the jobs claimed are a small part of the queue.
+
+Run ``cd /work/main && .venv/bin/python benchmarks/claim_cost.py [--claims N] [--sizes 10000,1000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DB_KEY = "bench_claims"
+os.environ.update(
+    {
+        "DJANGO_SETTINGS_MODULE": "tests.server_settings",
+        "KOJO_TEST_DB": "postgres",
+        "KOJO_TEST_DB_NAME": DB_KEY,
+    }
+)
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+from django.conf import settings as django_settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+
+from kojo.claims import claim  # noqa: E402
+from kojo.models import Job, JobStateChange, JobType  # noqa: E402
+from kojo.states import JobState  # noqa: E402
+
+DB_NAME = django_settings.DATABASES["default"]["NAME"]
+SIZES = (10_000, 1_000_000)
+CLAIMS = 100  # calls per batch size and queue size
+INDEX = "kojo_job_claimable"
+
+
+class Rollback(Exception):
+    pass
+
+
+def prepare_database() -> JobType:
+    db = django_settings.DATABASES["default"]
+    admin = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "dbname": "test", "autocommit": True}
+    connection.close()
+    with psycopg.connect(**admin) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    call_command("migrate", verbosity=0, interactive=False)
+    return JobType.objects.create(type_code="noop", name="No-op", worker="tests.kojo_jobs.noop")
+
+
+def fill(job_type: JobType, waiting: int) -> float:
+    """Empty the job tables and insert `waiting` due jobs in one statement; return the seconds taken."""
+    template = Job(job_type=job_type)
+    columns, values = [], []
+    for field in Job._meta.concrete_fields:
+        if field.primary_key or field.name in ("start_after", "created_at", "state_changed_at"):
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        values.append(field.get_db_prep_save(getattr(template, field.attname), connection))
+    # Due in creation order, a millisecond apart, all in the past.
+    stamps = ["start_after", "created_at", "state_changed_at"]
+    columns += stamps
+    placeholders = ", ".join(["%s"] * len(values) + ["now() - interval '1 hour' + g * interval '1 ms'"] * 3)
+    tables = ", ".join(model._meta.db_table for model in (JobStateChange, Job))
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        cursor.execute(
+            f"INSERT INTO {Job._meta.db_table} ({', '.join(columns)}) "
+            f"SELECT {placeholders} FROM generate_series(1, %s) AS g",
+            [*values, waiting],
+        )
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Job._meta.db_table}")
+    return seconds
+
+
+def explain(slots: int) -> str:
+    """EXPLAIN ANALYZE of the candidate query a real claim(slots) sends, all rolled back."""
+    try:
+        with transaction.atomic():
+            with CaptureQueriesContext(connection) as queries:
+                claim(slots, host="bench", pid=os.getpid())
+            query = next(q["sql"] for q in queries if "SKIP LOCKED" in q["sql"])
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {query}")
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+            raise Rollback
+    except Rollback:
+        pass
+    return plan
+
+
+def time_claims(slots: int, calls: int) -> list[float]:
+    claim(slots, host="bench", pid=os.getpid())  # warm up
+    seconds = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        got = claim(slots, host="bench", pid=os.getpid())
+        seconds.append(time.perf_counter() - started)
+        if len(got) != slots:
+            raise RuntimeError(f"claim({slots}) returned {len(got)} jobs")
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claims", type=int, default=CLAIMS, help=f"calls per batch size ({CLAIMS})")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="waiting-queue sizes")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    job_type = prepare_database()
+    print(f"database {DB_NAME} ready", flush=True)
+    rows = []
+    for size in sizes:
+        seconds = fill(job_type, size)
+        print(
+            f"\n== {size:,} waiting jobs (inserted in {seconds:.1f} s, {size / seconds:,.0f} rows/s)",
+            flush=True,
+        )
+        plan = explain(10)
+        print(plan)
+        uses = INDEX in plan
+        print(f"-> candidate query {'uses' if uses else 'DOES NOT use'} {INDEX}", flush=True)
+        for slots in (1, 10):
+            times = [s * 1000 for s in time_claims(slots, args.claims)]
+            p50 = statistics.median(times)
+            p95 = statistics.quantiles(times, n=20, method="inclusive")[18]
+            rows.append((size, slots, statistics.mean(times), p50, p95, uses))
+            print(f"claim({slots}): mean {rows[-1][2]:.2f} ms, p50 {p50:.2f}, p95 {p95:.2f}", flush=True)
+        left = Job.objects.filter(state=JobState.WAITING).count()
+        print(f"{left:,} jobs still waiting after the timed claims")
+
+    print(f"\nclaim() cost, {args.claims} committed calls per row, PostgreSQL local, {os.cpu_count()} CPUs\n")
+    print("| waiting jobs | claim of | mean ms | p50 ms | p95 ms | ms per job | uses kojo_job_claimable |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for size, slots, mean, p50, p95, uses in rows:
+        print(f"| {size:,} | {slots} | {mean:.2f} | {p50:.2f} | {p95:.2f} | {mean / slots:.2f} | {uses} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
