@@ -306,7 +306,7 @@ def many_jobs(make_job_type):
     return kinds, servers
 
 
-def test_job_list_runs_a_fixed_number_of_queries_with_every_filter(admin_client, many_jobs, settings):
+def test_job_list_runs_a_fixed_number_of_queries_with_every_filter(admin_client, many_jobs):
     kinds, servers = many_jobs
     url = reverse("admin:kojo_job_changelist")
     some = Job.objects.order_by("id").first()
