@@ -3,6 +3,8 @@ every change of a job goes through the state machine."""
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
@@ -52,6 +54,16 @@ class BoundedJSONField(forms.JSONField):
             return super().bound_data(data, initial)
         except RecursionError:
             return forms.fields.InvalidJSONInput(data)
+
+    def prepare_value(self, value):
+        """Django writes the JSON back unescaped; a lone surrogate (sent as \\ud800) could not be encoded
+        into the page, so such text is shown escaped."""
+        text = super().prepare_value(value)
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = json.dumps(value, cls=self.encoder)
+        return text
 
 
 class JobTypeForm(forms.ModelForm):
