@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 import kojo
-from kojo.models import Job, JobStateChange
+from kojo.models import Job, JobStateChange, JobType
 from kojo.states import JobState, Outcome
 from tests.server.conftest import wait_for
 
@@ -24,6 +24,19 @@ def by_css(browser, selector):
 
 def page_text(browser) -> str:
     return by_css(browser, "body").text
+
+
+def wait_text(browser, text: str) -> None:
+    """Wait for ``text`` on the page: a click returns before the next page has loaded."""
+    from selenium.common.exceptions import WebDriverException
+
+    def shown():
+        try:
+            return text in page_text(browser)
+        except WebDriverException:  # the old page went away while it was read
+            return False
+
+    wait_for(shown, timeout=15, message=f"{text!r} on the page")
 
 
 def open_page(browser, live_server, path: str, **query: str) -> None:
@@ -47,7 +60,7 @@ def logged_in(browser, live_server, admin_user):
     by_css(browser, "#id_username").send_keys("admin")
     by_css(browser, "#id_password").send_keys("password")
     by_css(browser, 'input[type="submit"]').click()
-    wait_for(lambda: "Site administration" in page_text(browser), message="the admin index after login")
+    wait_text(browser, "Site administration")
     return browser
 
 
@@ -61,25 +74,35 @@ def test_job_type_is_fixed_scheduled_and_run_to_completion(logged_in, live_serve
     Select(by_css(browser, "#id_worker")).select_by_value("tests.kojo_jobs.sleep")
     by_css(browser, "#id_cron_expression").send_keys("61 3 * * *")
     by_css(browser, 'input[name="_continue"]').click()
-    assert "'61 3 * * *' is not a valid cron expression" in page_text(browser)
+    wait_text(browser, "'61 3 * * *' is not a valid cron expression")
     screenshot("bad-cron-refused")
 
     cron = by_css(browser, "#id_cron_expression")
     cron.clear()
     cron.send_keys("0 3 1 1 *")  # once a year: no cron job appears while the test runs
     by_css(browser, 'input[name="_continue"]').click()
+    wait_text(browser, "was added successfully")
     text = page_text(browser)
-    assert "was added successfully" in text
     assert "at 03:00 UTC on 1 January" in text
     assert text.count("-01-01 03:00 UTC (in ") == 5
     screenshot("job-type-saved-with-next-runs")
 
     open_page(browser, live_server, reverse("admin:kojo_jobtype_changelist"), q=TYPE_CODE)
-    kind_id = Job._meta.get_field("job_type").related_model.objects.get(type_code=TYPE_CODE).pk
+    kind_id = JobType.objects.get(type_code=TYPE_CODE).pk
     run_action(browser, "schedule_now", kind_id)
+    wait_text(browser, "Scheduled job ")
     job = Job.objects.get(job_type_id=kind_id)
     assert f"Scheduled job {job.pk} ({TYPE_CODE})." in page_text(browser)
     screenshot("job-scheduled")
+
+    # The one-click switch in the list posts the list's own form (with its CSRF token) elsewhere.
+    by_css(browser, "button.kojo-switch").click()
+    wait_text(browser, f"Disabled 1 job type: {TYPE_CODE}.")
+    assert not JobType.objects.get(pk=kind_id).is_enabled
+    screenshot("type-disabled-in-one-click")
+    by_css(browser, "button.kojo-switch").click()
+    wait_text(browser, f"Enabled 1 job type: {TYPE_CODE}.")
+    assert JobType.objects.get(pk=kind_id).is_enabled
 
     start_server()
     wait_for(
@@ -113,7 +136,7 @@ def test_a_running_job_is_aborted_from_the_admin(
     open_page(browser, live_server, reverse("admin:kojo_job_changelist"), state__exact="working")
     screenshot("working-job")
     run_action(browser, "abort", job.pk)
-    assert f"Abort sent to the servers running job {job.pk}." in page_text(browser)
+    wait_text(browser, f"Abort sent to the servers running job {job.pk}.")
     screenshot("abort-sent")
 
     wait_for(
