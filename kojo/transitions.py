@@ -12,18 +12,20 @@ import logging
 import os
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Case, JSONField, Value, When
 from django.utils import timezone
 
 from kojo.durations import parse_duration
 from kojo.exceptions import IllegalTransition
 from kojo.models import Job, JobStateChange
 from kojo.signals import job_state_changed
-from kojo.states import TERMINAL, JobState, sources
+from kojo.states import TERMINAL, JobState, Outcome, sources
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,79 @@ def transition(
             cancel_dependents(job_id, to, using=using)
     logger.debug("job %s: %s -> %s %s", job_id, current, to, reason, extra={"job_id": job_id})
     return True
+
+
+@dataclass(frozen=True)
+class ReportedSuccess:
+    """A job process's report that its job returned well, for its server to record."""
+
+    job_id: int
+    attempt: int
+    result: Any
+    actor: str
+
+
+def complete_reported(reports: list[ReportedSuccess], *, using: str = "default") -> int:
+    """Record many reported successes as one conditional UPDATE plus their changelog rows; return how
+    many were recorded. A job no longer working in the reported attempt (aborted, timed out, rescued
+    meanwhile) is left as it is, exactly as ``transition(..., strict=False)`` would."""
+    if not reports:
+        return 0
+    by_id = {report.job_id: report for report in reports}
+    now = timezone.now()
+    with transaction.atomic(using=using):
+        rows = (
+            Job.objects.using(using)
+            .select_for_update(of=("self",))
+            .filter(pk__in=list(by_id), state=JobState.WORKING)
+            .values_list("pk", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration")
+        )
+        current = [row for row in rows if row[1] == by_id[row[0]].attempt]
+        if not current:
+            return 0
+        # A result of None is stored as SQL NULL, as transition() stores it, not as JSON null.
+        results = [
+            When(pk=pk, then=Value(by_id[pk].result, JSONField()))
+            for pk, *_ in current
+            if by_id[pk].result is not None
+        ]
+        retention = [When(pk=pk, then=Value(now + parse_duration(keep))) for pk, _, _, keep in current]
+        Job.objects.using(using).filter(pk__in=[row[0] for row in current], state=JobState.WORKING).update(
+            state=JobState.COMPLETE_SUCCESS,
+            state_changed_at=now,
+            finished_at=now,
+            progress=100,
+            result=Case(*results, default=None, output_field=JSONField()),
+            delete_after=Case(*retention),
+        )
+        JobStateChange.objects.using(using).bulk_create(
+            JobStateChange(
+                job_id=pk,
+                from_state=JobState.WORKING,
+                to_state=JobState.COMPLETE_SUCCESS,
+                outcome=Outcome.SUCCEEDED,
+                reason="completed",
+                actor=by_id[pk].actor,
+                attempt=attempts,
+                at=now,
+            )
+            for pk, attempts, _, _ in current
+        )
+        for pk, _, type_code, _ in current:
+            transaction.on_commit(
+                partial(
+                    job_state_changed.send,
+                    sender=Job,
+                    job_id=pk,
+                    type_code=type_code,
+                    from_state=JobState.WORKING,
+                    to_state=JobState.COMPLETE_SUCCESS,
+                    outcome=Outcome.SUCCEEDED,
+                    reason="completed",
+                ),
+                using=using,
+            )
+    return len(current)
 
 
 def cancel_dependents(job_id: int, ended: JobState, *, using: str) -> None:

@@ -84,3 +84,20 @@ def broken_check(params):
 def fail_with(job):
     """Raise the built-in exception named by ``params["error"]``."""
     raise getattr(__import__("builtins"), job.params["error"])(f"attempt {job.attempt}")
+
+
+@kojo.worker
+def give_back(job):
+    """Return ``params["result"]`` (or a string of ``params["size"]`` characters) without touching the
+    database."""
+    if "size" in job.params:
+        return {"text": "é" * job.params["size"]}
+    return job.params.get("result")
+
+
+@kojo.worker
+def count_jobs(job):
+    """Touch the database, then return."""
+    from kojo.models import Job
+
+    return {"jobs": Job.objects.count()}

@@ -11,6 +11,7 @@ keeps pre-forked workers that claim for themselves. Stopping is two-stage: drain
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import select
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connections
+from django.db.models import Case, F, Value, When
 
 from kojo import messaging
 from kojo.claims import claim
@@ -34,7 +36,7 @@ from kojo.server.housekeeper import spawn_housekeeper
 from kojo.server.job_process import spawn_job_process
 from kojo.server.worker import spawn_worker
 from kojo.states import JobState, Outcome
-from kojo.transitions import transition
+from kojo.transitions import ReportedSuccess, complete_reported, transition
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Child:
     idle_since: float | None = None
     kill_reason: str = ""
     term_sent_at: float | None = None
+    pid_recorded: bool = False
 
 
 class Arbiter:
@@ -78,6 +81,7 @@ class Arbiter:
         self.report_buffer = b""
         self.more_due = False
         self.unsettled: list[tuple[Child, int]] = []
+        self.reported: list[ReportedSuccess] = []
         self.subscriber = (
             messaging.Subscriber(messaging.WAKE, messaging.ABORT) if messaging.enabled() else None
         )
@@ -264,7 +268,8 @@ class Arbiter:
             end_attempt(job, Outcome.CRASHED, describe_exit(status), actor=self.actor)
 
     def read_reports(self) -> None:
-        """Lines from pooled workers: ``<pid> busy <job> <attempt> <timeout>`` or ``<pid> idle``."""
+        """Lines from pooled workers, ``<pid> busy <job> <attempt> <timeout>`` or ``<pid> idle``, and
+        from job processes, ``<pid> done <job> <attempt> <result JSON>``, recorded here in batches."""
         try:
             while chunk := os.read(self.report_r, 65536):
                 self.report_buffer += chunk
@@ -273,7 +278,11 @@ class Arbiter:
         *lines, self.report_buffer = self.report_buffer.split(b"\n")
         now = time.monotonic()
         for line in lines:
-            parts = line.decode().split()
+            parts = line.decode().split(maxsplit=4)
+            if len(parts) == 5 and parts[1] == "done":
+                job_id, attempt, result = int(parts[2]), int(parts[3]), json.loads(parts[4])
+                self.reported.append(ReportedSuccess(job_id, attempt, result, f"{self.host}:{parts[0]}"))
+                continue
             child = self.children.get(int(parts[0])) if parts else None
             if child is None:
                 continue
@@ -283,6 +292,13 @@ class Arbiter:
                 child.idle_since = None
             elif parts[1] == "idle":
                 child.job_id, child.deadline, child.idle_since = None, None, now
+        if self.reported:
+            self.guarded(self.record_reported)
+
+    def record_reported(self) -> None:
+        """Record reported successes in one transaction; kept for the next loop if the database is away."""
+        complete_reported(self.reported)
+        self.reported = []
 
     def kill_stuck_children(self) -> None:
         now = time.monotonic()
@@ -349,7 +365,7 @@ class Arbiter:
         self.more_due = len(jobs) == free
         for job in jobs:
             timeout = job.job_type.timeout_delta
-            pid = spawn_job_process(job, server_pid=self.pid, host=self.host)
+            pid = spawn_job_process(job, server_pid=self.pid, host=self.host, report_fd=self.report_w)
             self.spawn(
                 Child(
                     pid,
@@ -402,6 +418,7 @@ class Arbiter:
             logger.error("server[%s]: my server row is gone (declared dead?); registering again", self.pid)
             self.server = register_server(self.mode, self.concurrency, self.queues)
         running = {child.job_id: child for child in self.job_children() if child.job_id is not None}
+        self.record_job_pids()
         if running:
             aborted = (
                 Job.objects.filter(pk__in=list(running), state=JobState.WORKING)
@@ -413,6 +430,18 @@ class Arbiter:
                 if child.term_sent_at is None:
                     logger.info("job %s: abort requested; stopping its process group", job_id)
                     self.terminate(child, "abort")
+
+    def record_job_pids(self) -> None:
+        """The claim recorded this server's pid on each job; jobs still running at a heartbeat get
+        their own process's pid (most short jobs are over before that, and need no write)."""
+        unrecorded = [c for c in self.job_children() if c.kind == "job" and not c.pid_recorded]
+        if not unrecorded:
+            return
+        Job.objects.filter(pk__in=[c.job_id for c in unrecorded], state=JobState.WORKING).update(
+            pid=Case(*(When(pk=c.job_id, then=Value(c.pid)) for c in unrecorded), default=F("pid"))
+        )
+        for child in unrecorded:
+            child.pid_recorded = True
 
     def describe_children(self) -> list[dict]:
         return [

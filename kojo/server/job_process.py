@@ -1,31 +1,46 @@
-"""The fork-per-job child (``ondemand`` mode): one job, its own process group, then exit."""
+"""The fork-per-job child (``ondemand`` mode): one job, its own process group, then exit.
+
+A job that returns well without having touched the database reports its success to the server over
+the server's report pipe rather than connecting just to write it; the server records such endings in
+batches. Any other ending is written by the job process itself, inside the job's own transaction if it
+has one.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import select
+from typing import Any
 
 from kojo.models import Job
 from kojo.server import exitcodes
-from kojo.server.execution import run_job, with_db_retry
+from kojo.server.execution import run_job
 from kojo.server.forking import fork_child
-from kojo.states import JobState
 
 
-def spawn_job_process(job: Job, *, server_pid: int, host: str) -> int:
+def spawn_job_process(job: Job, *, server_pid: int, host: str, report_fd: int) -> int:
     """Fork a child that runs ``job`` (already claimed by the arbiter); return its pid."""
     return fork_child(
         server_pid,
         f"job[{job.pk} {job.job_type.type_code}]",
-        lambda: run_claimed_job(job, host),
+        lambda: run_claimed_job(job, host, report_fd),
         own_process_group=True,
         failure_code=exitcodes.RECORD_ERROR,
     )
 
 
-def run_claimed_job(job: Job, host: str) -> None:
-    """Record the job process's own pid (the claim recorded the arbiter's), then run the job."""
+def run_claimed_job(job: Job, host: str, report_fd: int) -> None:
     pid = os.getpid()
-    with_db_retry(
-        lambda: Job.objects.filter(pk=job.pk, state=JobState.WORKING, attempts=job.attempts).update(pid=pid)
-    )
-    run_job(job, actor=f"{host}:{pid}")
+
+    def report_success(result: Any) -> bool:
+        line = f"{pid} done {job.pk} {job.attempts} {json.dumps(result)}\n".encode()
+        # Writes up to PIPE_BUF bytes are atomic: lines of concurrent children never interleave.
+        if len(line) > select.PIPE_BUF:
+            return False
+        try:
+            return os.write(report_fd, line) == len(line)
+        except OSError:  # the pipe is full (non-blocking) or gone: record it ourselves
+            return False
+
+    run_job(job, actor=f"{host}:{pid}", report_success=report_success)

@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 import kojo
-from kojo.models import Job, JobStateChange
+from kojo.models import Job, JobStateChange, Server
 from kojo.readiness import limit_to
 from kojo.states import TERMINAL, JobState
 from tests.server.conftest import wait_for
@@ -47,11 +47,13 @@ def services_restored():
 
 
 def fault_kill_job_process(rng: random.Random) -> str:
-    pids = list(
-        Job.objects.filter(state=JobState.WORKING, host=socket.gethostname(), pid__isnull=False).values_list(
-            "pid", flat=True
-        )
-    )
+    """SIGKILL a job process or a pooled worker running a job, as the servers' heartbeats list them."""
+    pids = [
+        child["pid"]
+        for children in Server.objects.filter(host=socket.gethostname()).values_list("children", flat=True)
+        for child in children
+        if child.get("kind") in ("job", "worker") and child.get("job_id")
+    ]
     if not pids:
         return "no job process to kill"
     pid = rng.choice(pids)

@@ -1,0 +1,45 @@
+"""Successes reported by job processes and recorded by their server in one batch."""
+
+import pytest
+
+from kojo.claims import claim
+from kojo.models import Job
+from kojo.scheduling import schedule
+from kojo.states import JobState, Outcome
+from kojo.transitions import ReportedSuccess, complete_reported, transition
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_batch_records_each_result_retention_and_changelog(make_job_type):
+    short, long = make_job_type(auto_delete_interval_duration="PT1M"), make_job_type()
+    jobs = [schedule(short.type_code), schedule(long.type_code), schedule(short.type_code)]
+    claimed = {job.pk: job for job in claim(3, host="h", pid=1)}
+    results = [{"n": "ünïcode ✓", "list": [1, None]}, None, "text"]
+    reports = [
+        ReportedSuccess(job.pk, claimed[job.pk].attempts, result, f"h:{100 + i}")
+        for i, (job, result) in enumerate(zip(jobs, results, strict=True))
+    ]
+    assert complete_reported(reports) == 3
+    for job, result, report in zip(jobs, results, reports, strict=True):
+        job.refresh_from_db()
+        assert job.state == JobState.COMPLETE_SUCCESS and job.progress == 100
+        assert job.result == result
+        change = job.changes.last()
+        assert (change.outcome, change.actor, change.attempt) == (Outcome.SUCCEEDED, report.actor, 1)
+    assert Job.objects.filter(pk=jobs[1].pk, result__isnull=True).exists()  # None stays SQL NULL
+    ttl = {job.pk: (job.delete_after - job.finished_at).total_seconds() for job in Job.objects.all()}
+    assert ttl[jobs[0].pk] == 60 and ttl[jobs[1].pk] == 7 * 86400
+
+
+def test_reports_for_jobs_no_longer_working_in_that_attempt_change_nothing(make_job_type):
+    kind = make_job_type()
+    aborted, rescued = schedule(kind.type_code), schedule(kind.type_code)
+    claim(2)
+    transition(aborted.pk, JobState.CANCELED, reason="aborted")
+    transition(rescued.pk, JobState.WAITING, reason="orphaned")
+    claim(2)  # the rescued job runs again: attempt 2
+    reports = [ReportedSuccess(aborted.pk, 1, None, "h:1"), ReportedSuccess(rescued.pk, 1, None, "h:2")]
+    assert complete_reported(reports) == 0
+    assert Job.objects.get(pk=aborted.pk).state == JobState.CANCELED
+    assert Job.objects.get(pk=rescued.pk).state == JobState.WORKING
