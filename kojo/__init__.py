@@ -22,6 +22,7 @@ _PUBLIC = {
     "release": "kojo.control",
     "retry": "kojo.control",
     "hold": "kojo.control",
+    "run_now": "kojo.control",
     "listen": "kojo.messaging",
     "wait": "kojo.waiting",
     "recur": "kojo.recurrence",

@@ -266,7 +266,7 @@ def test_each_job_is_reported_as_done_or_refused(admin_client, jobs):
 
 
 def test_too_many_jobs_are_refused_whole(admin_client, jobs, monkeypatch):
-    monkeypatch.setattr("kojo.admin.ACTION_LIMIT", 2)
+    monkeypatch.setattr("kojo.admin.jobs.ACTION_LIMIT", 2)
     made = [jobs() for _ in range(3)]
     response = run_action(admin_client, "job", "cancel", made[:1], select_across="1", index="0")
     assert "More than 2 jobs selected: nothing was done" in messages_of(response)[0]
