@@ -146,7 +146,7 @@ def ratio(kojo: dict, peer: dict, key: str) -> str:
     return f"{kojo[key] / peer[key]:.2f}"
 
 
-def print_table(results: dict[str, dict], jobs: int) -> None:
+def print_table(results: dict[str, dict], jobs: int, load: float) -> None:
     static, ondemand = (results.get(name, {"error": "not run"}) for name in KOJO)
     enqueuer = ondemand if "error" in static else static  # both enqueue through kojo.schedule()
     headers = [
@@ -175,7 +175,10 @@ def print_table(results: dict[str, dict], jobs: int) -> None:
                 ratio(ondemand, result, "process"),
             ]
         )
-    print(f"\n{jobs:,} no-op jobs per system, 2 processes running jobs each, {os.cpu_count()} CPUs\n")
+    print(
+        f"\n{jobs:,} no-op jobs per system, 2 processes running jobs each, {os.cpu_count()} CPUs "
+        f"(1-minute load average {load:.1f} before the run, {os.getloadavg()[0]:.1f} after)\n"
+    )
     print("| " + " | ".join(headers) + " |")
     print("|" + "|".join(" --- " for _ in headers) + "|")
     for row in rows:
@@ -207,7 +210,7 @@ def main() -> int:
         parser.error(f"unknown system(s) {', '.join(sorted(unknown))}; choose among {', '.join(SYSTEMS)}")
     if args.setup:
         setup()
-    results = {}
+    results, load = {}, os.getloadavg()[0]
     for name in names:
         began = time.perf_counter()
         results[name] = child(name, args.jobs)
@@ -216,7 +219,7 @@ def main() -> int:
             result.get("error") or f"enqueue {result['enqueue']:,.0f}/s, process {result['process']:,.0f}/s"
         )
         print(f"{name}: {summary} ({time.perf_counter() - began:.0f} s)", flush=True)
-    print_table(results, args.jobs)
+    print_table(results, args.jobs, load)
     return 0
 
 

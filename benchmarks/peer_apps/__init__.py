@@ -62,8 +62,17 @@ def span() -> float:
     return stamps[b"last"] - stamps[b"first"]
 
 
-def flush_redis() -> None:
-    client().flushdb()
+def flush_redis(wait: float = 30.0) -> None:
+    """Empty the scratch db, waiting up to `wait` s for a Redis that is (re)starting."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client().flushdb()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def recreate_pg_database() -> None:
