@@ -8,6 +8,7 @@ Each system has one small module beside this one defining its app and task plus 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,7 @@ class Processes:
             except ProcessLookupError:
                 pass
             process.wait(10)
+        shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def command_name(command: list[str]) -> str:

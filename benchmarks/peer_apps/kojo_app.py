@@ -4,6 +4,9 @@ Reuses benchmarks/throughput.py: its scratch database ``test_bench`` (re-created
 ``Servers``; the servers get this package as an extra installed app, for the ``peer_noop`` job type.
 """
 
+import atexit
+import shutil
+
 import throughput  # sets Django up on test_bench
 
 import kojo
@@ -17,6 +20,7 @@ SETTINGS = "kojo_bench_peer_settings"
     'INSTALLED_APPS = [*INSTALLED_APPS, "benchmarks.peer_apps"]  # noqa: F405\n'
 )
 throughput.BENCH_ENV["DJANGO_SETTINGS_MODULE"] = SETTINGS
+atexit.register(shutil.rmtree, throughput.SETTINGS_DIR, True)
 TYPE_CODE = "peer_noop"
 WORKER = "benchmarks.peer_apps.kojo_jobs.peer_noop"
 
@@ -44,7 +48,6 @@ class Kojo:
 
     def stop(self) -> None:
         self.servers.stop()
-        throughput.shutil.rmtree(throughput.SETTINGS_DIR, ignore_errors=True)
 
 
 class Static(Kojo):
