@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from functools import partial
 
 from django.db import transaction
 from django.db.models import Case, Count, Exists, F, OuterRef, Value, When
@@ -20,8 +19,8 @@ from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
-from kojo.signals import job_state_changed
 from kojo.states import JobState
+from kojo.transitions import announce, change
 
 logger = logging.getLogger(__name__)
 
@@ -137,20 +136,13 @@ def mark_working(
         )
         for job in jobs
     )
-    for job in jobs:
-        transaction.on_commit(
-            partial(
-                job_state_changed.send,
-                sender=Job,
-                job_id=job.pk,
-                type_code=job.job_type.type_code,
-                from_state=JobState.WAITING,
-                to_state=JobState.WORKING,
-                outcome="",
-                reason="claimed",
-            ),
-            using=using,
-        )
+    announce(
+        [
+            change(job.pk, job.job_type.type_code, JobState.WAITING, JobState.WORKING, "", "claimed")
+            for job in jobs
+        ],
+        using=using,
+    )
     return jobs
 
 

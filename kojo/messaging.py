@@ -16,10 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.exceptions
-from django.dispatch import receiver
 
 from kojo.conf import settings
-from kojo.signals import job_state_changed
 from kojo.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -52,23 +50,22 @@ def publish(name: str, payload: Mapping[str, Any]) -> None:
         logger.debug("could not publish %s: %s", name, error)
 
 
-@receiver(job_state_changed, dispatch_uid="kojo.messaging.announce")
-def announce(sender, *, job_id, type_code, from_state, to_state, outcome="", reason="", **kwargs) -> None:
-    """Publish every committed state change; a job that became waiting also wakes the servers."""
-    if not enabled():
+def publish_changes(changes: list[dict[str, Any]]) -> None:
+    """Publish committed state changes in one round trip; one wake-up if any job became waiting."""
+    if not enabled() or not changes:
         return
-    event = {
-        "job_id": job_id,
-        "type_code": type_code,
-        "from_state": from_state,
-        "to_state": to_state,
-        "outcome": outcome,
-        "reason": reason,
-        "at": time.time(),
-    }
-    publish(EVENTS, event)
-    if to_state == JobState.WAITING:
-        publish(WAKE, {"job_id": job_id, "type_code": type_code})
+    now = time.time()
+    try:
+        pipeline = client().pipeline(transaction=False)
+        for change in changes:
+            pipeline.publish(channel(EVENTS), json.dumps({**change, "at": now}))
+        woken = next((c for c in changes if c["to_state"] == JobState.WAITING), None)
+        if woken is not None:
+            wake = {"job_id": woken["job_id"], "type_code": woken["type_code"]}
+            pipeline.publish(channel(WAKE), json.dumps(wake))
+        pipeline.execute()
+    except UNREACHABLE as error:
+        logger.debug("could not publish %s changes: %s", len(changes), error)
 
 
 class Subscriber:

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Case, JSONField, Value, When
 from django.utils import timezone
 
+from kojo import messaging
 from kojo.durations import parse_duration
 from kojo.exceptions import IllegalTransition
 from kojo.models import Job, JobStateChange
@@ -163,20 +164,15 @@ def complete_reported(reports: list[ReportedSuccess], *, using: str = "default")
             )
             for pk, attempts, _, _ in current
         )
-        for pk, _, type_code, _ in current:
-            transaction.on_commit(
-                partial(
-                    job_state_changed.send,
-                    sender=Job,
-                    job_id=pk,
-                    type_code=type_code,
-                    from_state=JobState.WORKING,
-                    to_state=JobState.COMPLETE_SUCCESS,
-                    outcome=Outcome.SUCCEEDED,
-                    reason="completed",
-                ),
-                using=using,
-            )
+        announce(
+            [
+                change(
+                    pk, type_code, JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, "completed"
+                )
+                for pk, _, type_code, _ in current
+            ],
+            using=using,
+        )
     return len(current)
 
 
@@ -222,16 +218,29 @@ def record(
         attempt=attempt,
         at=at or timezone.now(),
     )
-    transaction.on_commit(
-        partial(
-            job_state_changed.send,
-            sender=Job,
-            job_id=job_id,
-            type_code=type_code,
-            from_state=from_state,
-            to_state=to_state,
-            outcome=outcome,
-            reason=reason,
-        ),
-        using=using,
-    )
+    announce([change(job_id, type_code, from_state, to_state, outcome, reason)], using=using)
+
+
+def change(job_id: int, type_code: str, from_state: str, to_state: str, outcome: str = "", reason: str = ""):
+    """A state change as signals and messages carry it."""
+    return {
+        "job_id": job_id,
+        "type_code": type_code,
+        "from_state": str(from_state),
+        "to_state": str(to_state),
+        "outcome": str(outcome),
+        "reason": reason,
+    }
+
+
+def announce(changes: list[dict[str, Any]], *, using: str = "default") -> None:
+    """Once the transaction commits: publish the changes to every node in one round trip, then send
+    ``job_state_changed`` (and through it the named signals) for each."""
+    if changes:
+        transaction.on_commit(partial(deliver, changes), using=using)
+
+
+def deliver(changes: list[dict[str, Any]]) -> None:
+    messaging.publish_changes(changes)
+    for item in changes:
+        job_state_changed.send(sender=Job, **item)
