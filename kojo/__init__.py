@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "schedule": "kojo.scheduling",
+    "schedule_many": "kojo.scheduling",
     "worker": "kojo.registry",
     "job_type": "kojo.registry",
     "register_job_type": "kojo.registry",

@@ -28,7 +28,7 @@ from kojo.exceptions import (
 )
 from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobDependency, JobType
 from kojo.states import PENDING, JobState
-from kojo.transitions import record
+from kojo.transitions import record, record_many
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,7 @@ def schedule(
     start_after = start_time(at, delay)
     job_type = enabled_job_type(type_code, using=using)
     importance = job_type.default_importance if importance is None else clean_importance(importance)
-    if max_attempts is not None and (
-        not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 1000
-    ):
-        raise InvalidSchedule(f"max_attempts must be a whole number from 1 to 1000, not {max_attempts!r}")
+    clean_max_attempts(max_attempts)
     if once_key is None and once:
         once_key = params_key(params)
     if once_key is not None and (
@@ -88,6 +85,57 @@ def schedule(
                 JobDependency(job=job, depends_on_id=dependency) for dependency in dependencies
             )
         return job
+
+
+def schedule_many(
+    type_code: str,
+    params_list: Iterable[dict[str, Any] | None],
+    *,
+    at: datetime | None = None,
+    delay: timedelta | float | str | None = None,
+    importance: int | None = None,
+    max_attempts: int | None = None,
+    using: str = "default",
+) -> list[Job]:
+    """Schedule one job of ``type_code`` per params object, in one transaction with one INSERT for the
+    jobs and one for their changelog rows: for fan-outs and imports.
+
+    Every params object is checked before anything is written, and one bad object refuses them all.
+    For add-once jobs and dependencies, use ``schedule()``.
+    """
+    if isinstance(params_list, (dict, str, bytes)):
+        raise InvalidParams("schedule_many takes a list of params objects, one per job")
+    cleaned = [clean_params(params) for params in params_list]
+    start_after = start_time(at, delay)
+    job_type = enabled_job_type(type_code, using=using)
+    importance = job_type.default_importance if importance is None else clean_importance(importance)
+    clean_max_attempts(max_attempts)
+    if not cleaned:
+        return []
+    jobs = [
+        Job(
+            job_type=job_type,
+            params=params,
+            importance=importance,
+            start_after=start_after,
+            max_attempts=max_attempts,
+        )
+        for params in cleaned
+    ]
+    with transaction.atomic(using=using):
+        check_allowance(job_type, adding=len(jobs), using=using)
+        jobs = Job.objects.using(using).bulk_create(jobs)
+        record_many(
+            [(job.pk, JobState.WAITING) for job in jobs], type_code=job_type.type_code, using=using
+        )
+    return jobs
+
+
+def clean_max_attempts(max_attempts: Any) -> None:
+    if max_attempts is not None and (
+        not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or not 1 <= max_attempts <= 1000
+    ):
+        raise InvalidSchedule(f"max_attempts must be a whole number from 1 to 1000, not {max_attempts!r}")
 
 
 def check_dependencies(ids: list[int], *, using: str) -> None:
@@ -145,16 +193,16 @@ def enabled_job_type(type_code: str, *, using: str = "default") -> JobType:
     return job_type
 
 
-def check_allowance(job_type: JobType, *, using: str) -> None:
-    """Refuse a job beyond schedule_limit_allowance; the type row lock makes concurrent callers queue."""
+def check_allowance(job_type: JobType, *, adding: int = 1, using: str) -> None:
+    """Refuse jobs beyond schedule_limit_allowance; the type row lock makes concurrent callers queue."""
     if not job_type.schedule_limit_allowance:
         return
     JobType.objects.using(using).select_for_update().filter(pk=job_type.pk).values_list("pk").first()
     waiting = Job.objects.using(using).filter(job_type=job_type, state=JobState.WAITING).count()
-    if waiting >= job_type.schedule_limit_allowance:
+    if waiting + adding > job_type.schedule_limit_allowance:
         raise WaitingLimitReached(
-            f"job type {job_type.type_code!r} already has {waiting} waiting jobs "
-            f"(schedule_limit_allowance is {job_type.schedule_limit_allowance})"
+            f"job type {job_type.type_code!r} already has {waiting} waiting jobs; {adding} more would "
+            f"pass its schedule_limit_allowance of {job_type.schedule_limit_allowance}"
         )
 
 
