@@ -20,7 +20,7 @@ from django.utils import timezone
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
 from kojo.states import JobState
-from kojo.transitions import announce, change
+from kojo.transitions import ReportedSuccess, announce, change, complete_reported
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,17 @@ def claim(
     pid: int | None = None,
     queues: Sequence[str] | None = None,
     oldest_first: bool = False,
+    finishing: Sequence[ReportedSuccess] = (),
     using: str = "default",
 ) -> list[Job]:
     """Take up to ``slots`` due jobs for this server and mark them working; return them.
 
     Order is importance then age; ``oldest_first`` ignores importance, which the server does now and
-    then so that a steady stream of important jobs cannot starve the rest.
+    then so that a steady stream of important jobs cannot starve the rest. ``finishing`` are successes
+    reported by this server's processes, recorded in the same transaction: one commit per round.
     """
     if slots <= 0:
+        complete_reported(list(finishing), using=using)
         return []
     # Jobs whose dependencies have not all completed successfully are not claimable yet.
     unmet = JobDependency.objects.filter(job=OuterRef("pk")).exclude(
@@ -62,6 +65,7 @@ def claim(
     order = ("start_after", "id") if oldest_first else ("-importance", "start_after", "id")
     candidates = candidates.order_by(*order).select_for_update(skip_locked=True, of=("self",))
     with transaction.atomic(using=using):
+        complete_reported(list(finishing), using=using)
         admission = Admission(slots, using=using)
         seen: set[int] = set()
         window_size = slots * CANDIDATES_PER_SLOT

@@ -230,6 +230,8 @@ class Arbiter:
             if child.job_id is not None and (status != 0 or child.kill_reason or child.kind != "job"):
                 self.unsettled.append((child, status))
         if self.unsettled:
+            if self.reported:  # a job that reported success before it was killed did succeed
+                self.guarded(self.record_reported)
             self.guarded(self.settle_all)
 
     def settle_all(self) -> None:
@@ -292,11 +294,10 @@ class Arbiter:
                 child.idle_since = None
             elif parts[1] == "idle":
                 child.job_id, child.deadline, child.idle_since = None, None, now
-        if self.reported:
-            self.guarded(self.record_reported)
 
     def record_reported(self) -> None:
-        """Record reported successes in one transaction; kept for the next loop if the database is away."""
+        """Record reported successes on their own (the claim usually carries them); kept for the next
+        loop if the database is away."""
         complete_reported(self.reported)
         self.reported = []
 
@@ -352,6 +353,8 @@ class Arbiter:
         free = self.free_job_slots()
         self.more_due = False
         if free <= 0:
+            if self.reported:
+                self.record_reported()
             return
         self.claims += 1
         jobs = claim(
@@ -361,7 +364,9 @@ class Arbiter:
             pid=self.pid,
             queues=self.queues,
             oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
+            finishing=self.reported,
         )
+        self.reported = []
         self.more_due = len(jobs) == free
         for job in jobs:
             timeout = job.job_type.timeout_delta
@@ -458,12 +463,16 @@ class Arbiter:
             elif child.kind == "worker":
                 self.signal_child(child, signal.SIGUSR2)  # finish the current job, then exit
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).update(stopping=True))
+        if self.reported:
+            self.guarded(self.record_reported)
         deadline = time.monotonic() + settings.GRACEFUL_TIMEOUT
         while self.job_children() and self.stop_requested < 2 and time.monotonic() < deadline:
             self.wait()
             self.handle_signals()
             self.read_reports()
             self.reap_children()
+            if self.reported:
+                self.guarded(self.record_reported)
             self.kill_stuck_children()
             self.guarded(self.heartbeat)
         for child in list(self.children.values()):
@@ -473,6 +482,8 @@ class Arbiter:
             self.wait()
             self.read_reports()
             self.reap_children()
+            if self.reported:
+                self.guarded(self.record_reported)
             self.kill_stuck_children()
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
         logger.info("server[%s] stopped", self.pid)

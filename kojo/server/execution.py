@@ -34,10 +34,10 @@ def run_job(
 ) -> JobContext:
     """Run ``job`` in this process and record its ending.
 
-    ``report_success`` lets a fork-per-job process hand a plain success to its server instead of
-    writing it: a job that never touched the database then needs no connection of its own, which is
-    most of the cost of a short job. It returns False when it could not report, and the job process
-    records the ending itself.
+    ``report_success`` takes a plain success (the worker returned, asking for nothing) to be recorded
+    later with the next claim, in one transaction: a fork-per-job process hands it to its server, a
+    pooled worker keeps it for its own next claim. It returns False when it cannot, and the ending is
+    written here and now.
     """
     context = JobContext(job, actor=actor)
 
@@ -64,7 +64,7 @@ def run_job(
                 message = str(error)
                 with_db_retry(lambda: context.complete_failed(message))
                 return context
-            if report_success is not None and not touched_database() and report_success(result):
+            if report_success is not None and report_success(result):
                 context.ended = JobState.COMPLETE_SUCCESS
                 return context
             with_db_retry(lambda: context.complete_success(result))

@@ -15,7 +15,7 @@ from typing import Any
 
 from kojo.models import Job
 from kojo.server import exitcodes
-from kojo.server.execution import run_job
+from kojo.server.execution import run_job, touched_database
 from kojo.server.forking import fork_child
 
 
@@ -34,6 +34,8 @@ def run_claimed_job(job: Job, host: str, report_fd: int) -> None:
     pid = os.getpid()
 
     def report_success(result: Any) -> bool:
+        if touched_database():
+            return False  # the connection is open anyway: record it here, not through the server
         line = f"{pid} done {job.pk} {job.attempts} {json.dumps(result)}\n".encode()
         # Writes up to PIPE_BUF bytes are atomic: lines of concurrent children never interleave.
         if len(line) > select.PIPE_BUF:

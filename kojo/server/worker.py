@@ -18,8 +18,9 @@ from django.db import DatabaseError, connections
 from kojo.claims import claim
 from kojo.conf import settings
 from kojo.server import exitcodes
-from kojo.server.execution import run_job
+from kojo.server.execution import run_job, with_db_retry
 from kojo.server.forking import fork_child
+from kojo.transitions import ReportedSuccess, complete_reported
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class Worker:
         self.pid = os.getpid()
         self.jobs_done = 0
         self.stopping = False
+        # Successes to record with the next claim, in its transaction (one commit per job, not two).
+        self.finished: list[ReportedSuccess] = []
 
     def report(self, text: str) -> None:
         os.write(self.report_fd, f"{self.pid} {text}\n".encode())
@@ -57,7 +60,15 @@ class Worker:
         delay = settings.POLL_INTERVAL
         while not self.stopping and os.getppid() == self.server_pid:
             try:
-                jobs = claim(1, server_id=self.server_id, host=self.host, pid=self.pid, queues=self.queues)
+                jobs = claim(
+                    1,
+                    server_id=self.server_id,
+                    host=self.host,
+                    pid=self.pid,
+                    queues=self.queues,
+                    finishing=self.finished,
+                )
+                self.finished = []
             except DatabaseError:
                 logger.warning("worker %s: database unavailable, retrying in %.1f s", self.pid, delay)
                 connections.close_all()
@@ -71,6 +82,8 @@ class Worker:
             self.work(jobs[0])
             if self.worn_out():
                 break
+        if self.finished:
+            with_db_retry(lambda: complete_reported(self.finished))
 
     def idle(self, seconds: float) -> None:
         received = signal.sigtimedwait(IDLE_SIGNALS, seconds)
@@ -83,7 +96,8 @@ class Worker:
         # While the job runs, SIGTERM reaches run_job's handler (abort requested), not the idle wait.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         try:
-            context = run_job(job, actor=f"{self.host}:{self.pid}")
+            actor = f"{self.host}:{self.pid}"
+            context = run_job(job, actor=actor, report_success=self.defer_success(job))
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
             self.jobs_done += 1
@@ -91,6 +105,13 @@ class Worker:
         # A SIGTERM during the job (server stopping) let the job wrap up; now the worker stops too.
         if context.abort_requested or STOP_SIGNALS & signal.sigpending():
             self.stopping = True
+
+    def defer_success(self, job):
+        def keep(result) -> bool:
+            self.finished.append(ReportedSuccess(job.pk, job.attempts, result, f"{self.host}:{self.pid}"))
+            return True
+
+        return keep
 
     def worn_out(self) -> bool:
         """Recycle after N jobs or M MiB, so leaks in job code cannot grow without bound."""

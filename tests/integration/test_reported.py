@@ -43,3 +43,17 @@ def test_reports_for_jobs_no_longer_working_in_that_attempt_change_nothing(make_
     assert complete_reported(reports) == 0
     assert Job.objects.get(pk=aborted.pk).state == JobState.CANCELED
     assert Job.objects.get(pk=rescued.pk).state == JobState.WORKING
+
+
+def test_a_claim_records_the_finished_jobs_in_its_transaction(make_job_type):
+    kind = make_job_type()
+    first, second = schedule(kind.type_code), schedule(kind.type_code)
+    (running,) = claim(1, host="h", pid=1)
+    finished = [ReportedSuccess(running.pk, running.attempts, {"ok": True}, "h:1")]
+    (next_job,) = claim(1, host="h", pid=1, finishing=finished)
+    assert Job.objects.get(pk=running.pk).state == JobState.COMPLETE_SUCCESS
+    assert Job.objects.get(pk=running.pk).result == {"ok": True}
+    assert next_job.pk == second.pk != first.pk == running.pk
+    # Nothing left to claim, or no free slot: the successes are still recorded.
+    assert claim(1, finishing=[ReportedSuccess(next_job.pk, 1, None, "h:1")]) == []
+    assert Job.objects.get(pk=next_job.pk).state == JobState.COMPLETE_SUCCESS
