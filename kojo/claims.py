@@ -9,12 +9,13 @@ this up in the database. On SQLite (one machine), the IMMEDIATE transaction mode
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 
 from django.db import transaction
-from django.db.models import Case, Count, Exists, F, OuterRef, Value, When
+from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
@@ -50,20 +51,9 @@ def claim(
     if slots <= 0:
         complete_reported(list(finishing), using=using)
         return []
-    # Jobs whose dependencies have not all completed successfully are not claimable yet.
-    unmet = JobDependency.objects.filter(job=OuterRef("pk")).exclude(
-        depends_on__state=JobState.COMPLETE_SUCCESS
+    candidates = candidate_query(using, tuple(queues or ()), oldest_first).filter(
+        start_after__lte=timezone.now()
     )
-    candidates = (
-        Job.objects.using(using)
-        .select_related("job_type")
-        .filter(state=JobState.WAITING, start_after__lte=timezone.now(), job_type__is_enabled=True)
-        .filter(~Exists(unmet))
-    )
-    if queues:
-        candidates = candidates.filter(job_type__queue__in=list(queues))
-    order = ("start_after", "id") if oldest_first else ("-importance", "start_after", "id")
-    candidates = candidates.order_by(*order).select_for_update(skip_locked=True, of=("self",))
     with transaction.atomic(using=using):
         complete_reported(list(finishing), using=using)
         admission = Admission(slots, using=using)
@@ -73,7 +63,11 @@ def claim(
         # jobs not ready yet, look again past them with a wider window, so they cannot hide the
         # claimable jobs behind them.
         for _ in range(MAX_PASSES):
-            window = candidates.exclude(pk__in=seen).exclude(job_type_id__in=admission.full)
+            window = candidates
+            if seen:
+                window = window.exclude(pk__in=seen)
+            if admission.full:
+                window = window.exclude(job_type_id__in=admission.full)
             rows = list(window[:window_size])
             seen.update(job.pk for job in rows)
             passed_over = admission.consider(rows)
@@ -83,6 +77,25 @@ def claim(
         if not admission.chosen:
             return []
         return mark_working(admission, server_id=server_id, host=host, pid=pid, using=using)
+
+
+@functools.cache
+def candidate_query(using: str, queues: tuple[str, ...], oldest_first: bool) -> QuerySet[Job]:
+    """Waiting jobs of enabled types whose dependencies all succeeded, in claim order, locked as read
+    and skipping rows other servers hold. Built once per process: servers claim many times a second."""
+    unmet = JobDependency.objects.filter(job=OuterRef("pk")).exclude(
+        depends_on__state=JobState.COMPLETE_SUCCESS
+    )
+    candidates = (
+        Job.objects.using(using)
+        .select_related("job_type")
+        .filter(state=JobState.WAITING, job_type__is_enabled=True)
+        .filter(~Exists(unmet))
+    )
+    if queues:
+        candidates = candidates.filter(job_type__queue__in=list(queues))
+    order = ("start_after", "id") if oldest_first else ("-importance", "start_after", "id")
+    return candidates.order_by(*order).select_for_update(skip_locked=True, of=("self",))
 
 
 def mark_working(

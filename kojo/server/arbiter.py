@@ -82,6 +82,7 @@ class Arbiter:
         self.more_due = False
         self.unsettled: list[tuple[Child, int]] = []
         self.reported: list[ReportedSuccess] = []
+        self.reported_since = 0.0
         self.subscriber = (
             messaging.Subscriber(messaging.WAKE, messaging.ABORT) if messaging.enabled() else None
         )
@@ -283,6 +284,8 @@ class Arbiter:
             parts = line.decode().split(maxsplit=4)
             if len(parts) == 5 and parts[1] == "done":
                 job_id, attempt, result = int(parts[2]), int(parts[3]), json.loads(parts[4])
+                if not self.reported:
+                    self.reported_since = now
                 self.reported.append(ReportedSuccess(job_id, attempt, result, f"{self.host}:{parts[0]}"))
                 continue
             child = self.children.get(int(parts[0])) if parts else None
@@ -353,7 +356,10 @@ class Arbiter:
         free = self.free_job_slots()
         self.more_due = False
         if free <= 0:
-            if self.reported:
+            # The processes that reported are about to exit and free their slots: their successes
+            # usually ride along with the claim that follows. Only a wait past the poll interval
+            # has them recorded on their own.
+            if self.reported and time.monotonic() - self.reported_since > settings.POLL_INTERVAL:
                 self.record_reported()
             return
         self.claims += 1
