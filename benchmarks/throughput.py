@@ -7,7 +7,8 @@ Measures, against the PostgreSQL and Redis that tests/settings.py names, in a da
   started in ``ondemand`` (fork per job) and ``static`` (pre-forked pool) mode; wall time from starting
   the servers (Django start-up included, nothing subtracted) until every job is ``complete_success``,
   polled every 20 ms;
-* enqueue rate: ``kojo.schedule()`` called in a loop, one transaction per job, no server running;
+* enqueue rate: ``kojo.schedule()`` called in a loop, one transaction per job, no server running; and
+  ``kojo.schedule_many()`` with 500 params objects per call (one transaction per batch);
 * enqueue-to-start latency on an idle server (120 samples per mode by default): one job at a time,
   the next scheduled only after the last finished, ``started_at - created_at`` (both stamped by kojo;
   ``started_at`` at claim, before any fork), p50/p95/p99 beside the poll interval, since an idle server
@@ -85,6 +86,8 @@ POLL = 0.02  # seconds between looks at the database while waiting for jobs to f
 RUN_TIMEOUT = 120.0
 DEFAULT_JOBS = {"ondemand": 1000, "static": 2000}
 ENQUEUE_JOBS = 2000
+# Jobs per kojo.schedule_many() call in the bulk enqueue figure, and how many jobs in all.
+BULK_BATCH, BULK_JOBS = 500, 20000
 # 120 per mode, not more: each sample costs ~0.25-0.3 s (latency + job + gap) and the run must stay
 # under 4 minutes with the default job counts on a 2-CPU machine; raise it with --samples.
 LATENCY_SAMPLES = 120
@@ -217,6 +220,18 @@ def enqueue_rate(jobs: int) -> float:
     return jobs / seconds
 
 
+def bulk_enqueue_rate(jobs: int, batch: int = BULK_BATCH) -> float:
+    truncate_jobs()
+    kojo.schedule_many(TYPE_CODE, [{}])  # warm up
+    started = time.perf_counter()
+    for first in range(0, jobs, batch):
+        kojo.schedule_many(TYPE_CODE, [{"n": n} for n in range(first, min(first + batch, jobs))])
+    seconds = time.perf_counter() - started
+    if Job.objects.count() != jobs + 1:
+        raise RuntimeError("kojo.schedule_many() did not create one row per params object")
+    return jobs / seconds
+
+
 def wait_finished(job_id: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not Job.objects.filter(pk=job_id, state__in=TERMINAL).exists():
@@ -300,6 +315,10 @@ def main() -> int:
 
         rate = enqueue_rate(ENQUEUE_JOBS)
         rows.append(("enqueue kojo.schedule(), 1 process", f"{rate:,.0f} jobs/s ({ENQUEUE_JOBS:,} jobs)"))
+        print(f"{rows[-1][0]}: {rows[-1][1]}", flush=True)
+        rate = bulk_enqueue_rate(BULK_JOBS)
+        label = f"enqueue kojo.schedule_many(), batches of {BULK_BATCH}"
+        rows.append((label, f"{rate:,.0f} jobs/s ({BULK_JOBS:,} jobs)"))
         print(f"{rows[-1][0]}: {rows[-1][1]}", flush=True)
 
         poll_ms = settings.POLL_INTERVAL * 1000
