@@ -90,13 +90,13 @@ class Arbiter:
     # --- start-up -------------------------------------------------------------------------------
     def run(self) -> int:
         set_title(f"server[{self.pid}]")
-        registry.sync()
-        self.server = register_server(self.mode, self.concurrency, self.queues)
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK)
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self.queue_signal)
+        if not self.start_up():
+            return exitcodes.OK  # told to stop before the database ever answered
         logger.info(
             "server[%s] started on %s: mode %s, concurrency %s, queues %s",
             self.pid,
@@ -110,6 +110,26 @@ class Arbiter:
         finally:
             self.stop()
         return code
+
+    def start_up(self) -> bool:
+        """Sync job types and register this server, waiting out a database that is not up yet (a
+        node booting beside its database); False if told to stop meanwhile."""
+        delay = 0.5
+        while not self.stop_requested:
+            try:
+                registry.sync()
+                self.server = register_server(self.mode, self.concurrency, self.queues)
+                return True
+            except DatabaseError as error:
+                logger.warning(
+                    "database unavailable at start-up (%s); retrying in %.1f s", str(error).strip(), delay
+                )
+                connections.close_all()
+                select.select([self.wakeup_r], [], [], delay)  # a signal cuts the wait short
+                self.drain_wakeups()
+                self.handle_signals()
+                delay = min(delay * 2, 10.0)
+        return False
 
     def queue_signal(self, signum, frame) -> None:
         self.signal_queue.append(signum)
@@ -147,11 +167,14 @@ class Arbiter:
         if message_fd is not None and message_fd in ready:
             self.handle_messages()
         if self.wakeup_r in ready:
-            try:
-                while os.read(self.wakeup_r, 4096):
-                    pass
-            except BlockingIOError:
+            self.drain_wakeups()
+
+    def drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wakeup_r, 4096):
                 pass
+        except BlockingIOError:
+            pass
 
     def handle_messages(self) -> None:
         """Wake-ups make the next loop claim at once (or rouse one idle worker); aborts kill the job

@@ -64,3 +64,20 @@ def test_redis_restart_loses_no_job(start_server, make_job_type, services_restor
     wait_for(lambda: done(after), timeout=30, message="jobs scheduled after Redis came back")
     assert server.process.poll() is None
     assert "messaging" in server.output()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="stops the PostgreSQL server")
+def test_server_started_while_postgresql_is_down_waits_for_it(start_server, make_job_type, services_restored):
+    kind = make_job_type(worker="tests.kojo_jobs.noop")
+    connection.close()
+    postgres_cluster("stop")
+    server = start_server("--concurrency", "1")
+    wait_for(
+        lambda: "database unavailable at start-up" in server.output(), timeout=30, message="start-up retries"
+    )
+    assert server.process.poll() is None, "the server must wait for the database, not exit"
+    postgres_cluster("start")
+    wait_for(postgres_answers, timeout=30, message="PostgreSQL to come back")
+    job = kojo.schedule(kind.type_code)
+    wait_for(lambda: done([job]), timeout=60, interval=0.2, message="the job to run once the server is up")
+    assert "started on" in server.output()
