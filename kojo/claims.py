@@ -13,8 +13,9 @@ import functools
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, Value, When
 from django.utils import timezone
 
@@ -116,43 +117,15 @@ def mark_working(
         "progress": None,
         "abort_requested_by": "",
     }
-    singletons = admission.singletons
-    ids = [job.pk for job in jobs]
-    updated = (
-        Job.objects.using(using)
-        .filter(pk__in=ids, state=JobState.WAITING)
-        .update(
-            attempts=F("attempts") + 1,
-            singleton=Case(When(job_type_id__in=singletons, then=Value(True)), default=Value(False))
-            if singletons
-            else False,
-            **fields,
-        )
-    )
+    actor = f"{host}:{pid}" if host else ""
+    write = mark_in_one_statement if connections[using].vendor == "postgresql" else mark_with_orm
+    claimed = write([job.pk for job in jobs], admission.singletons, fields, actor, using=using)
+    # Only a claim without row locks (SQLite) can lose a job it chose: keep what was really taken.
+    jobs = [job for job in jobs if job.pk in claimed]
     for job in jobs:
         for name, value in fields.items():
             setattr(job, name, value)
-        job.attempts += 1
-        job.singleton = job.job_type_id in singletons
-    if updated != len(jobs):  # only if a claim without row locks raced us: keep what we really got
-        jobs = list(
-            Job.objects.using(using)
-            .select_related("job_type")
-            .filter(pk__in=ids, state=JobState.WORKING, started_at=now, server_id=server_id, pid=pid)
-        )
-    actor = f"{host}:{pid}" if host else ""
-    JobStateChange.objects.using(using).bulk_create(
-        JobStateChange(
-            job_id=job.pk,
-            from_state=JobState.WAITING,
-            to_state=JobState.WORKING,
-            reason=f"claimed (attempt {job.attempts})",
-            actor=actor,
-            attempt=job.attempts,
-            at=now,
-        )
-        for job in jobs
-    )
+        job.attempts, job.singleton = claimed[job.pk]
     announce(
         [
             change(job.pk, job.job_type.type_code, JobState.WAITING, JobState.WORKING, "", "claimed")
@@ -161,6 +134,79 @@ def mark_working(
         using=using,
     )
     return jobs
+
+
+def mark_with_orm(
+    ids: list[int], singletons: set[int], fields: dict[str, Any], actor: str, *, using: str
+) -> dict[int, tuple[int, bool]]:
+    """The conditional UPDATE and the changelog rows; returns each job taken: (attempt, singleton)."""
+    Job.objects.using(using).filter(pk__in=ids, state=JobState.WAITING).update(
+        attempts=F("attempts") + 1,
+        singleton=Case(When(job_type_id__in=singletons, then=Value(True)), default=Value(False))
+        if singletons
+        else False,
+        **fields,
+    )
+    claimed = {
+        pk: (attempts, singleton)
+        for pk, attempts, singleton in Job.objects.using(using)
+        .filter(pk__in=ids, state=JobState.WORKING, started_at=fields["started_at"], pid=fields["pid"])
+        .values_list("pk", "attempts", "singleton")
+    }
+    JobStateChange.objects.using(using).bulk_create(
+        JobStateChange(
+            job_id=pk,
+            from_state=JobState.WAITING,
+            to_state=JobState.WORKING,
+            reason=f"claimed (attempt {attempts})",
+            actor=actor,
+            attempt=attempts,
+            at=fields["started_at"],
+        )
+        for pk, (attempts, _) in claimed.items()
+    )
+    return claimed
+
+
+# The same UPDATE and changelog INSERT as one statement, for PostgreSQL, whose rows the claim holds
+# locked: every chosen job is taken.
+MARK_WORKING_SQL = """
+WITH claimed AS (
+    UPDATE kojo_job
+    SET state = %(working)s, state_changed_at = %(now)s, started_at = %(now)s, heartbeat_at = %(now)s,
+        server_id = %(server_id)s, host = %(host)s, pid = %(pid)s, progress = NULL,
+        abort_requested_by = '', attempts = attempts + 1,
+        singleton = job_type_id = ANY(%(singletons)s::bigint[])
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = %(waiting)s
+    RETURNING id, attempts, singleton
+),
+logged AS (
+    INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
+    SELECT id, %(waiting)s, %(working)s, '', 'claimed (attempt ' || attempts || ')', %(actor)s, attempts,
+           %(now)s
+    FROM claimed
+)
+SELECT id, attempts, singleton FROM claimed
+"""
+
+
+def mark_in_one_statement(
+    ids: list[int], singletons: set[int], fields: dict[str, Any], actor: str, *, using: str
+) -> dict[int, tuple[int, bool]]:
+    params = {
+        "working": JobState.WORKING.value,
+        "waiting": JobState.WAITING.value,
+        "now": fields["started_at"],
+        "server_id": fields["server_id"],
+        "host": fields["host"],
+        "pid": fields["pid"],
+        "singletons": sorted(singletons),
+        "ids": ids,
+        "actor": actor,
+    }
+    with connections[using].cursor() as cursor:
+        cursor.execute(MARK_WORKING_SQL, params)
+        return {pk: (attempts, singleton) for pk, attempts, singleton in cursor.fetchall()}
 
 
 class Admission:

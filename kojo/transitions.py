@@ -8,6 +8,7 @@ makes a lost race harmless on databases without row locks (SQLite).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Case, JSONField, Value, When
 from django.utils import timezone
 
@@ -128,53 +129,101 @@ def complete_reported(reports: list[ReportedSuccess], *, using: str = "default")
     now = timezone.now()
     # No savepoint when called inside the claim's transaction: one more round trip for nothing.
     with transaction.atomic(using=using, savepoint=False):
-        rows = (
-            Job.objects.using(using)
-            .select_for_update(of=("self",))
-            .filter(pk__in=list(by_id), state=JobState.WORKING)
-            .values_list("pk", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration")
-        )
-        current = [row for row in rows if row[1] == by_id[row[0]].attempt]
+        if connections[using].vendor == "postgresql":
+            current = complete_reported_in_one_statement(reports, now, using=using)
+        else:
+            current = complete_reported_with_orm(by_id, now, using=using)
         if not current:
             return 0
-        # A result of None is stored as SQL NULL, as transition() stores it, not as JSON null.
-        results = [
-            When(pk=pk, then=Value(by_id[pk].result, JSONField()))
-            for pk, *_ in current
-            if by_id[pk].result is not None
-        ]
-        retention = [When(pk=pk, then=Value(now + parse_duration(keep))) for pk, _, _, keep in current]
-        Job.objects.using(using).filter(pk__in=[row[0] for row in current], state=JobState.WORKING).update(
-            state=JobState.COMPLETE_SUCCESS,
-            state_changed_at=now,
-            finished_at=now,
-            progress=100,
-            result=Case(*results, default=None, output_field=JSONField()),
-            delete_after=Case(*retention),
-        )
-        JobStateChange.objects.using(using).bulk_create(
-            JobStateChange(
-                job_id=pk,
-                from_state=JobState.WORKING,
-                to_state=JobState.COMPLETE_SUCCESS,
-                outcome=Outcome.SUCCEEDED,
-                reason="completed",
-                actor=by_id[pk].actor,
-                attempt=attempts,
-                at=now,
-            )
-            for pk, attempts, _, _ in current
-        )
         announce(
             [
                 change(
                     pk, type_code, JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, "completed"
                 )
-                for pk, _, type_code, _ in current
+                for pk, type_code in current
             ],
             using=using,
         )
     return len(current)
+
+
+def complete_reported_with_orm(
+    by_id: dict[int, ReportedSuccess], now: datetime, *, using: str
+) -> list[tuple[int, str]]:
+    rows = (
+        Job.objects.using(using)
+        .select_for_update(of=("self",))
+        .filter(pk__in=list(by_id), state=JobState.WORKING)
+        .values_list("pk", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration")
+    )
+    current = [row for row in rows if row[1] == by_id[row[0]].attempt]
+    if not current:
+        return []
+    # A result of None is stored as SQL NULL, as transition() stores it, not as JSON null.
+    results = [
+        When(pk=pk, then=Value(by_id[pk].result, JSONField()))
+        for pk, *_ in current
+        if by_id[pk].result is not None
+    ]
+    retention = [When(pk=pk, then=Value(now + parse_duration(keep))) for pk, _, _, keep in current]
+    Job.objects.using(using).filter(pk__in=[row[0] for row in current], state=JobState.WORKING).update(
+        state=JobState.COMPLETE_SUCCESS,
+        state_changed_at=now,
+        finished_at=now,
+        progress=100,
+        result=Case(*results, default=None, output_field=JSONField()),
+        delete_after=Case(*retention),
+    )
+    JobStateChange.objects.using(using).bulk_create(
+        JobStateChange(
+            job_id=pk,
+            from_state=JobState.WORKING,
+            to_state=JobState.COMPLETE_SUCCESS,
+            outcome=Outcome.SUCCEEDED,
+            reason="completed",
+            actor=by_id[pk].actor,
+            attempt=attempts,
+            at=now,
+        )
+        for pk, attempts, _, _ in current
+    )
+    return [(pk, type_code) for pk, _, type_code, _ in current]
+
+
+# The same conditional UPDATE and changelog INSERT as the ORM path, as one statement: PostgreSQL reads
+# the type's ISO 8601 retention as an interval, and returns what changed.
+COMPLETE_REPORTED_SQL = """
+WITH reported (id, attempts, result, actor) AS (VALUES {values}),
+done AS (
+    UPDATE kojo_job AS job
+    SET state = %s, state_changed_at = %s, finished_at = %s, progress = 100, result = reported.result,
+        delete_after = %s + replace(upper(trim(job_type.auto_delete_interval_duration)), ',', '.')::interval
+    FROM reported, kojo_job_type AS job_type
+    WHERE job.id = reported.id AND job.attempts = reported.attempts AND job.state = %s
+      AND job_type.id = job.job_type_id
+    RETURNING job.id, job.attempts, job_type.type_code, reported.actor
+),
+logged AS (
+    INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
+    SELECT id, %s, %s, %s, 'completed', actor, attempts, %s FROM done
+)
+SELECT id, type_code FROM done
+"""
+
+
+def complete_reported_in_one_statement(
+    reports: list[ReportedSuccess], now: datetime, *, using: str
+) -> list[tuple[int, str]]:
+    values = ", ".join(["(%s::bigint, %s::integer, %s::jsonb, %s::text)"] * len(reports))
+    params: list[Any] = []
+    for report in reports:
+        result = None if report.result is None else json.dumps(report.result)
+        params += [report.job_id, report.attempt, result, report.actor]
+    params += [JobState.COMPLETE_SUCCESS, now, now, now, JobState.WORKING]
+    params += [JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, now]
+    with connections[using].cursor() as cursor:
+        cursor.execute(COMPLETE_REPORTED_SQL.format(values=values), params)
+        return [(pk, type_code) for pk, type_code in cursor.fetchall()]
 
 
 def cancel_dependents(job_id: int, ended: JobState, *, using: str) -> None:
