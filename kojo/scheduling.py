@@ -28,7 +28,7 @@ from kojo.exceptions import (
 )
 from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobDependency, JobType
 from kojo.states import PENDING, JobState
-from kojo.transitions import record, record_many
+from kojo.transitions import record, record_created
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +125,7 @@ def schedule_many(
     with transaction.atomic(using=using):
         check_allowance(job_type, adding=len(jobs), using=using)
         jobs = Job.objects.using(using).bulk_create(jobs)
-        record_many(
-            [(job.pk, JobState.WAITING) for job in jobs], type_code=job_type.type_code, using=using
-        )
+        record_created([job.pk for job in jobs], type_code=job_type.type_code, using=using)
     return jobs
 
 

@@ -271,17 +271,18 @@ def record(
     announce([change(job_id, type_code, from_state, to_state, outcome, reason)], using=using)
 
 
-def record_many(
-    created: list[tuple[int, str]], *, type_code: str, reason: str = "scheduled", using: str = "default"
+def record_created(
+    job_ids: list[int], *, type_code: str, reason: str = "scheduled", using: str = "default"
 ) -> None:
-    """Changelog rows for jobs just created, in one INSERT, announced together after commit."""
+    """Changelog rows for jobs just created waiting, in one INSERT, announced together after commit."""
     now = timezone.now()
     actor = default_actor()
+    waiting = JobState.WAITING
     JobStateChange.objects.using(using).bulk_create(
-        JobStateChange(job_id=job_id, from_state="", to_state=state, reason=reason, actor=actor, at=now)
-        for job_id, state in created
+        JobStateChange(job_id=job_id, from_state="", to_state=waiting, reason=reason, actor=actor, at=now)
+        for job_id in job_ids
     )
-    announce([change(job_id, type_code, "", state, "", reason) for job_id, state in created], using=using)
+    announce([change(job_id, type_code, "", waiting, "", reason) for job_id in job_ids], using=using)
 
 
 def change(job_id: int, type_code: str, from_state: str, to_state: str, outcome: str = "", reason: str = ""):

@@ -250,12 +250,11 @@ class Arbiter:
                 self.quick_deaths += 1
             elif child.kind != "housekeeper":
                 self.quick_deaths = 0
-            # A job process that exits 0 on its own has recorded its job's ending: nothing to settle.
+            # A job process that exits 0 on its own has recorded or reported its job's ending.
             if child.job_id is not None and (status != 0 or child.kill_reason or child.kind != "job"):
                 self.unsettled.append((child, status))
         if self.unsettled:
-            if self.reported:  # a job that reported success before it was killed did succeed
-                self.guarded(self.record_reported)
+            self.flush_reported()  # a job that reported success before it was killed did succeed
             self.guarded(self.settle_all)
 
     def settle_all(self) -> None:
@@ -320,6 +319,11 @@ class Arbiter:
                 child.idle_since = None
             elif parts[1] == "idle":
                 child.job_id, child.deadline, child.idle_since = None, None, now
+
+    def flush_reported(self) -> None:
+        """Record pending reported successes now, unless there are none (no database round trip)."""
+        if self.reported:
+            self.guarded(self.record_reported)
 
     def record_reported(self) -> None:
         """Record reported successes on their own (the claim usually carries them); kept for the next
@@ -492,16 +496,14 @@ class Arbiter:
             elif child.kind == "worker":
                 self.signal_child(child, signal.SIGUSR2)  # finish the current job, then exit
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).update(stopping=True))
-        if self.reported:
-            self.guarded(self.record_reported)
+        self.flush_reported()
         deadline = time.monotonic() + settings.GRACEFUL_TIMEOUT
         while self.job_children() and self.stop_requested < 2 and time.monotonic() < deadline:
             self.wait()
             self.handle_signals()
             self.read_reports()
             self.reap_children()
-            if self.reported:
-                self.guarded(self.record_reported)
+            self.flush_reported()
             self.kill_stuck_children()
             self.guarded(self.heartbeat)
         for child in list(self.children.values()):
@@ -511,8 +513,7 @@ class Arbiter:
             self.wait()
             self.read_reports()
             self.reap_children()
-            if self.reported:
-                self.guarded(self.record_reported)
+            self.flush_reported()
             self.kill_stuck_children()
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
         logger.info("server[%s] stopped", self.pid)

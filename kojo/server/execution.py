@@ -79,11 +79,6 @@ def run_job(
     return context
 
 
-def touched_database() -> bool:
-    """Whether this process opened a database connection (children start with none)."""
-    return any(connections[alias].connection is not None for alias in connections)
-
-
 def record_exception(context: JobContext, job: Job, error: Exception, *, actor: str) -> None:
     detail = traceback.format_exc()
     if context.ended is not None:

@@ -13,9 +13,11 @@ import os
 import select
 from typing import Any
 
+from django.db import connections
+
 from kojo.models import Job
 from kojo.server import exitcodes
-from kojo.server.execution import run_job, touched_database
+from kojo.server.execution import run_job
 from kojo.server.forking import fork_child
 
 
@@ -28,6 +30,11 @@ def spawn_job_process(job: Job, *, server_pid: int, host: str, report_fd: int) -
         own_process_group=True,
         failure_code=exitcodes.RECORD_ERROR,
     )
+
+
+def touched_database() -> bool:
+    """Whether this process opened a database connection (a forked child starts with none)."""
+    return any(connections[alias].connection is not None for alias in connections)
 
 
 def run_claimed_job(job: Job, host: str, report_fd: int) -> None:
