@@ -250,8 +250,10 @@ class Arbiter:
                 self.quick_deaths += 1
             elif child.kind != "housekeeper":
                 self.quick_deaths = 0
-            # A job process that exits 0 on its own has recorded or reported its job's ending.
-            if child.job_id is not None and (status != 0 or child.kill_reason or child.kind != "job"):
+            # A job process that exits 0 on its own has recorded or reported its job's ending; a pooled
+            # worker that exits while busy, or any child that dies, may leave a job working.
+            busy_worker = child.kind == "worker" and child.job_id is not None
+            if child.kind != "housekeeper" and (status != 0 or child.kill_reason or busy_worker):
                 self.unsettled.append((child, status))
         if self.unsettled:
             self.flush_reported()  # a job that reported success before it was killed did succeed
@@ -266,13 +268,16 @@ class Arbiter:
 
     def settle(self, child: Child, status: int) -> None:
         """Record the ending of a job whose process exited while the job was still working."""
-        job = (
-            Job.objects.select_related("job_type")
-            .filter(pk=child.job_id, state=JobState.WORKING, attempts=child.attempt)
-            .first()
-        )
+        jobs = Job.objects.select_related("job_type").filter(state=JobState.WORKING)
+        if child.job_id is not None:
+            jobs = jobs.filter(pk=child.job_id, attempts=child.attempt)
+        else:
+            # A pooled worker that died between its claim and its "busy" report: the claim recorded
+            # the worker's pid, so its job is found without the report.
+            jobs = jobs.filter(server_id=self.server.pk, pid=child.pid)
+        job = jobs.first()
         if job is None:
-            return  # the job recorded its own ending
+            return  # the job recorded its own ending, or there was none
         if child.kill_reason == "timeout":
             end_attempt(job, Outcome.TIMED_OUT, f"timed out after {child.timeout:g} s", actor=self.actor)
         elif child.kill_reason == "abort":
@@ -285,7 +290,7 @@ class Arbiter:
                 reason=f"aborted by {by}",
                 actor=self.actor,
                 strict=False,
-                where={"attempts": child.attempt},
+                where={"attempts": job.attempts},
             )
         elif child.kill_reason == "stop":
             requeue_interrupted(job, f"interrupted: server[{self.pid}] stopped", actor=self.actor)
