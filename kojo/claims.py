@@ -11,18 +11,41 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Case, Count, Exists, F, OuterRef, QuerySet, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Model,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
 from kojo.states import JobState
-from kojo.transitions import ReportedSuccess, announce, change, complete_reported
+from kojo.transitions import (
+    ReportedSuccess,
+    announce,
+    change,
+    complete_reported,
+    complete_reported_ctes,
+    succeeded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +64,7 @@ def claim(
     queues: Sequence[str] | None = None,
     oldest_first: bool = False,
     finishing: Sequence[ReportedSuccess] = (),
+    prefetch: int = 0,
     using: str = "default",
 ) -> list[Job]:
     """Take up to ``slots`` due jobs for this server and mark them working; return them.
@@ -48,10 +72,27 @@ def claim(
     Order is importance then age; ``oldest_first`` ignores importance, which the server does now and
     then so that a steady stream of important jobs cannot starve the rest. ``finishing`` are successes
     reported by this server's processes, recorded in the same transaction: one commit per round.
+    ``prefetch`` lets a pooled worker take up to that many jobs at once to run one after another, but
+    only when none of them needs admission (PostgreSQL's one-statement claim).
     """
     if slots <= 0:
         complete_reported(list(finishing), using=using)
         return []
+    if connections[using].vendor == "postgresql" and time.monotonic() >= full_claims_until.get(using, 0.0):
+        jobs = claim_in_one_statement(
+            max(slots, prefetch),
+            server_id=server_id,
+            host=host,
+            pid=pid,
+            queues=tuple(queues or ()),
+            oldest_first=oldest_first,
+            finishing=finishing,
+            using=using,
+        )
+        if jobs is not None:
+            return jobs
+        finishing = ()  # recorded by that statement
+        full_claims_until[using] = time.monotonic() + FULL_CLAIMS_SECONDS
     candidates = candidate_query(using, tuple(queues or ()), oldest_first).filter(
         start_after__lte=timezone.now()
     )
@@ -95,18 +136,146 @@ def candidate_query(using: str, queues: tuple[str, ...], oldest_first: bool) -> 
     )
     if queues:
         candidates = candidates.filter(job_type__queue__in=list(queues))
-    order = ("start_after", "id") if oldest_first else ("-importance", "start_after", "id")
-    return candidates.order_by(*order).select_for_update(skip_locked=True, of=("self",))
+    return candidates.order_by(*claim_order(oldest_first)).select_for_update(skip_locked=True, of=("self",))
 
 
-def mark_working(
-    admission: Admission, *, server_id: int | None, host: str, pid: int | None, using: str
-) -> list[Job]:
-    jobs = admission.chosen
-    # Stamped after the limits were counted under lock, so the changelog's intervals never overlap
-    # beyond a limit even though the candidates were read a moment earlier.
+def claim_order(oldest_first: bool) -> tuple[str, ...]:
+    return ("start_after", "id") if oldest_first else ("-importance", "start_after", "id")
+
+
+def in_claim_order(jobs: list[Job], oldest_first: bool) -> list[Job]:
+    """``jobs`` sorted as the candidate query orders them (UPDATE ... RETURNING keeps no order)."""
+    for name in reversed(claim_order(oldest_first)):
+        field = name.lstrip("-")
+        jobs.sort(key=operator.attrgetter(field), reverse=name.startswith("-"))
+    return jobs
+
+
+# The placeholder for "now" in the compiled candidate query, replaced at each claim.
+DUE_BY = datetime(2000, 1, 1, tzinfo=UTC)
+# Types whose jobs the one-statement claim leaves to the full claim: their working jobs must be counted
+# under the type's row lock first (a limit, a singleton, bucket limits), or a readiness check must run.
+NEEDS_ADMISSION = (
+    Q(job_type__schedule_limit__gt=0)
+    | Q(job_type__can_work_in_parallel=False)
+    | Q(job_type__readiness__isnull=False)
+)
+# After a one-statement claim found such a job among its candidates, this process's claims take the
+# full path for a while instead of trying the statement first each time.
+FULL_CLAIMS_SECONDS = 5.0
+full_claims_until: dict[str, float] = {}
+
+CLAIM_IN_ONE_STATEMENT = """
+WITH {finishing} candidates AS ({candidates}),
+{marking}
+SELECT (SELECT bool_or(candidates.needs_admission) FROM candidates), {done}, {job_columns}, {type_columns}
+FROM (VALUES (1)) AS one
+LEFT JOIN claimed ON true
+LEFT JOIN kojo_job_type AS job_type ON job_type.id = claimed.job_type_id
+"""
+
+
+def claim_in_one_statement(
+    slots: int,
+    *,
+    server_id: int | None,
+    host: str,
+    pid: int | None,
+    queues: tuple[str, ...],
+    oldest_first: bool,
+    finishing: Sequence[ReportedSuccess],
+    using: str,
+) -> list[Job] | None:
+    """PostgreSQL's common case as one statement, one round trip and one commit: record ``finishing``,
+    lock the first ``slots`` due candidates (skipping rows other servers hold) and, when none of their
+    types needs admission, mark them working. Returns None, having taken nothing, when one does: the
+    full claim decides then.
+    """
     now = timezone.now()
-    fields = {
+    fields = working_fields(now, server_id, host, pid)
+    candidates, candidate_params = candidate_sql(using, queues, oldest_first, slots)
+    params: list[Any] = []
+    finishing_ctes, done = "", "NULL, NULL"
+    if finishing:
+        finishing_ctes, params = complete_reported_ctes(list(finishing), now)
+        finishing_ctes += ","
+        done = "(SELECT array_agg(id ORDER BY id) FROM done), "
+        done += "(SELECT array_agg(type_code ORDER BY id) FROM done)"
+    params += [now if param is DUE_BY else param for param in candidate_params]
+    # Qualified names: an unqualified "id" here would silently mean the updated row's own id.
+    chosen = "ARRAY(SELECT candidates.id FROM candidates WHERE NOT "
+    chosen += "(SELECT bool_or(candidates.needs_admission) FROM candidates))"
+    marking, marking_params = mark_working_ctes(chosen, [], set(), fields, actor_of(host, pid))
+    sql = CLAIM_IN_ONE_STATEMENT.format(
+        finishing=finishing_ctes,
+        candidates=candidates,
+        marking=marking,
+        done=done,
+        job_columns=", ".join(column_names(Job, "claimed")),
+        type_columns=", ".join(column_names(JobType, "job_type")),
+    )
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params + marking_params)
+        rows = cursor.fetchall()
+    needs_admission, done_ids, done_types = rows[0][:3]
+    changes = [
+        succeeded(pk, type_code) for pk, type_code in zip(done_ids or (), done_types or (), strict=True)
+    ]
+    jobs = []
+    width = len(Job._meta.concrete_fields)
+    for row in rows:
+        if row[3] is None:
+            continue  # no job taken: the LEFT JOIN's one row
+        job = from_row(Job, row[3 : 3 + width], using)
+        job.job_type = from_row(JobType, row[3 + width :], using)
+        jobs.append(job)
+        changes.append(claimed_change(job))
+    announce(changes, using=using)
+    return None if needs_admission else in_claim_order(jobs, oldest_first)
+
+
+@functools.cache
+def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots: int) -> tuple[str, tuple]:
+    """The candidate query as SQL for the one-statement claim: ids of the first ``slots`` due
+    candidates, locked, each with whether its type needs admission. Compiled once per process."""
+    query = (
+        candidate_query(using, queues, oldest_first)
+        .filter(start_after__lte=DUE_BY)
+        .annotate(needs_admission=ExpressionWrapper(NEEDS_ADMISSION, output_field=BooleanField()))
+        .values_list("id", "needs_admission")[:slots]
+    )
+    # Compiling a locking query asks for a transaction; nothing is sent to the database.
+    with transaction.atomic(using=using):
+        return query.query.get_compiler(using).as_sql()
+
+
+def column_names(model: type[Model], table: str = "") -> list[str]:
+    prefix = f"{table}." if table else ""
+    return [f'{prefix}"{field.column}"' for field in model._meta.concrete_fields]
+
+
+def from_row(model: type[Model], values: Sequence[Any], using: str) -> Model:
+    """A model instance from a row of its concrete columns, converted as the ORM would."""
+    fields = model._meta.concrete_fields
+    converted = []
+    for field, value, converters in zip(fields, values, field_converters(model, using), strict=True):
+        for converter in converters:
+            value = converter(value, field, connections[using])
+        converted.append(value)
+    return model.from_db(using, [field.attname for field in fields], converted)
+
+
+@functools.cache
+def field_converters(model: type[Model], using: str) -> list[list]:
+    return [field.get_db_converters(connections[using]) for field in model._meta.concrete_fields]
+
+
+def actor_of(host: str, pid: int | None) -> str:
+    return f"{host}:{pid}" if host else ""
+
+
+def working_fields(now: datetime, server_id: int | None, host: str, pid: int | None) -> dict[str, Any]:
+    return {
         "state": JobState.WORKING,
         "state_changed_at": now,
         "started_at": now,
@@ -117,7 +286,20 @@ def mark_working(
         "progress": None,
         "abort_requested_by": "",
     }
-    actor = f"{host}:{pid}" if host else ""
+
+
+def claimed_change(job: Job) -> dict[str, Any]:
+    return change(job.pk, job.job_type.type_code, JobState.WAITING, JobState.WORKING, "", "claimed")
+
+
+def mark_working(
+    admission: Admission, *, server_id: int | None, host: str, pid: int | None, using: str
+) -> list[Job]:
+    jobs = admission.chosen
+    # Stamped after the limits were counted under lock, so the changelog's intervals never overlap
+    # beyond a limit even though the candidates were read a moment earlier.
+    fields = working_fields(timezone.now(), server_id, host, pid)
+    actor = actor_of(host, pid)
     write = mark_in_one_statement if connections[using].vendor == "postgresql" else mark_with_orm
     claimed = write([job.pk for job in jobs], admission.singletons, fields, actor, using=using)
     # Only a claim without row locks (SQLite) can lose a job it chose: keep what was really taken.
@@ -126,13 +308,7 @@ def mark_working(
         for name, value in fields.items():
             setattr(job, name, value)
         job.attempts, job.singleton = claimed[job.pk]
-    announce(
-        [
-            change(job.pk, job.job_type.type_code, JobState.WAITING, JobState.WORKING, "", "claimed")
-            for job in jobs
-        ],
-        using=using,
-    )
+    announce([claimed_change(job) for job in jobs], using=using)
     return jobs
 
 
@@ -168,44 +344,40 @@ def mark_with_orm(
     return claimed
 
 
-# The same UPDATE and changelog INSERT as one statement, for PostgreSQL, whose rows the claim holds
-# locked: every chosen job is taken.
-MARK_WORKING_SQL = """
-WITH claimed AS (
+# The same UPDATE and changelog INSERT as common table expressions, for PostgreSQL: ``{chosen}`` is an
+# array of the job ids to take. ``claimed`` returns every column of each job taken.
+MARK_WORKING_CTES = """
+claimed AS (
     UPDATE kojo_job
-    SET state = %(working)s, state_changed_at = %(now)s, started_at = %(now)s, heartbeat_at = %(now)s,
-        server_id = %(server_id)s, host = %(host)s, pid = %(pid)s, progress = NULL,
-        abort_requested_by = '', attempts = attempts + 1,
-        singleton = job_type_id = ANY(%(singletons)s::bigint[])
-    WHERE id = ANY(%(ids)s::bigint[]) AND state = %(waiting)s
-    RETURNING id, attempts, singleton
+    SET state = %s, state_changed_at = %s, started_at = %s, heartbeat_at = %s, server_id = %s, host = %s,
+        pid = %s, progress = NULL, abort_requested_by = '', attempts = attempts + 1,
+        singleton = job_type_id = ANY(%s::bigint[])
+    WHERE id = ANY({chosen}) AND state = %s
+    RETURNING {columns}
 ),
 logged AS (
     INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
-    SELECT id, %(waiting)s, %(working)s, '', 'claimed (attempt ' || attempts || ')', %(actor)s, attempts,
-           %(now)s
-    FROM claimed
-)
-SELECT id, attempts, singleton FROM claimed
-"""
+    SELECT id, %s, %s, '', 'claimed (attempt ' || attempts || ')', %s, attempts, %s FROM claimed
+)"""
+
+
+def mark_working_ctes(
+    chosen: str, chosen_params: Sequence[Any], singletons: set[int], fields: dict[str, Any], actor: str
+) -> tuple[str, list[Any]]:
+    """The SQL of MARK_WORKING_CTES taking the jobs ``chosen`` selects, and its parameters."""
+    now, waiting, working = fields["started_at"], JobState.WAITING, JobState.WORKING
+    sql = MARK_WORKING_CTES.format(chosen=chosen, columns=", ".join(column_names(Job)))
+    params = [working, now, now, now, fields["server_id"], fields["host"], fields["pid"], sorted(singletons)]
+    return sql, [*params, *chosen_params, waiting, waiting, working, actor, now]
 
 
 def mark_in_one_statement(
     ids: list[int], singletons: set[int], fields: dict[str, Any], actor: str, *, using: str
 ) -> dict[int, tuple[int, bool]]:
-    params = {
-        "working": JobState.WORKING.value,
-        "waiting": JobState.WAITING.value,
-        "now": fields["started_at"],
-        "server_id": fields["server_id"],
-        "host": fields["host"],
-        "pid": fields["pid"],
-        "singletons": sorted(singletons),
-        "ids": ids,
-        "actor": actor,
-    }
+    """PostgreSQL holds the chosen rows locked: every one is taken."""
+    ctes, params = mark_working_ctes("%s::bigint[]", [ids], singletons, fields, actor)
     with connections[using].cursor() as cursor:
-        cursor.execute(MARK_WORKING_SQL, params)
+        cursor.execute(f"WITH {ctes} SELECT id, attempts, singleton FROM claimed", params)
         return {pk: (attempts, singleton) for pk, attempts, singleton in cursor.fetchall()}
 
 

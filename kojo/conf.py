@@ -35,6 +35,12 @@ class Settings:
     CONCURRENCY = 4
     # "dynamic" mode: pre-forked workers kept even when idle.
     MIN_WORKERS = 1
+    # Most jobs a pre-forked worker claims at once, ahead of running them, when its recent jobs were
+    # short and none of the candidates' types has a limit or readiness criteria (1 = one at a time).
+    PREFETCH = 64
+    # Seconds of work (by the worker's recent average run time) a pre-forked worker holds claimed ahead;
+    # a job that runs longer than this hands the worker's unstarted jobs back to the queue.
+    PREFETCH_WINDOW = 0.05
     # Pre-forked workers are replaced after this many jobs (0 = never).
     MAX_JOBS_PER_WORKER = 0
     # Pre-forked workers are replaced once their resident memory passes this many MiB (0 = never).

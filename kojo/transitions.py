@@ -135,15 +135,7 @@ def complete_reported(reports: list[ReportedSuccess], *, using: str = "default")
             current = complete_reported_with_orm(by_id, now, using=using)
         if not current:
             return 0
-        announce(
-            [
-                change(
-                    pk, type_code, JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, "completed"
-                )
-                for pk, type_code in current
-            ],
-            using=using,
-        )
+        announce([succeeded(pk, type_code) for pk, type_code in current], using=using)
     return len(current)
 
 
@@ -190,10 +182,11 @@ def complete_reported_with_orm(
     return [(pk, type_code) for pk, _, type_code, _ in current]
 
 
-# The same conditional UPDATE and changelog INSERT as the ORM path, as one statement: PostgreSQL reads
-# the type's ISO 8601 retention as an interval, and returns what changed.
-COMPLETE_REPORTED_SQL = """
-WITH reported (id, attempts, result, actor) AS (VALUES {values}),
+# The same conditional UPDATE and changelog INSERT as the ORM path, as common table expressions of one
+# statement (the claim's, or their own): PostgreSQL reads the type's ISO 8601 retention as an interval.
+# ``done`` holds what changed.
+COMPLETE_REPORTED_CTES = """
+reported (id, attempts, result, actor) AS (VALUES {values}),
 done AS (
     UPDATE kojo_job AS job
     SET state = %s, state_changed_at = %s, finished_at = %s, progress = 100, result = reported.result,
@@ -203,17 +196,14 @@ done AS (
       AND job_type.id = job.job_type_id
     RETURNING job.id, job.attempts, job_type.type_code, reported.actor
 ),
-logged AS (
+done_logged AS (
     INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
     SELECT id, %s, %s, %s, 'completed', actor, attempts, %s FROM done
-)
-SELECT id, type_code FROM done
-"""
+)"""
 
 
-def complete_reported_in_one_statement(
-    reports: list[ReportedSuccess], now: datetime, *, using: str
-) -> list[tuple[int, str]]:
+def complete_reported_ctes(reports: list[ReportedSuccess], now: datetime) -> tuple[str, list[Any]]:
+    """The SQL of COMPLETE_REPORTED_CTES for ``reports``, and its parameters."""
     values = ", ".join(["(%s::bigint, %s::integer, %s::jsonb, %s::text)"] * len(reports))
     params: list[Any] = []
     for report in reports:
@@ -221,9 +211,21 @@ def complete_reported_in_one_statement(
         params += [report.job_id, report.attempt, result, report.actor]
     params += [JobState.COMPLETE_SUCCESS, now, now, now, JobState.WORKING]
     params += [JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, now]
+    return COMPLETE_REPORTED_CTES.format(values=values), params
+
+
+def complete_reported_in_one_statement(
+    reports: list[ReportedSuccess], now: datetime, *, using: str
+) -> list[tuple[int, str]]:
+    ctes, params = complete_reported_ctes(reports, now)
     with connections[using].cursor() as cursor:
-        cursor.execute(COMPLETE_REPORTED_SQL.format(values=values), params)
+        cursor.execute(f"WITH {ctes} SELECT id, type_code FROM done", params)
         return [(pk, type_code) for pk, type_code in cursor.fetchall()]
+
+
+def succeeded(pk: int, type_code: str) -> dict[str, Any]:
+    """The change a recorded reported success announces."""
+    return change(pk, type_code, JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, "completed")
 
 
 def cancel_dependents(job_id: int, ended: JobState, *, using: str) -> None:

@@ -45,6 +45,9 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
 OLDEST_FIRST_EVERY = 10
 # A child that dies this soon after it was forked, this many times in a row, halts the server.
 BOOT_WINDOW, BOOT_FAILURES = 1.0, 5
+# Reported successes are recorded together once the oldest has waited this long (seconds), or sooner
+# with the next claim.
+REPORTED_DELAY = 0.01
 
 
 @dataclass
@@ -148,6 +151,8 @@ class Arbiter:
                 return exitcodes.BOOT_ERROR
             self.kill_stuck_children()
             self.guarded(self.maintain_children)
+            if self.reported and time.monotonic() - self.reported_since >= REPORTED_DELAY:
+                self.guarded(self.record_reported)
             self.guarded(self.heartbeat)
         return exitcodes.OK
 
@@ -198,6 +203,8 @@ class Arbiter:
     def next_deadline_in(self) -> float:
         now = time.monotonic()
         soonest = settings.POLL_INTERVAL
+        if self.reported:
+            soonest = self.reported_since + REPORTED_DELAY - now
         for child in self.children.values():
             if child.term_sent_at is not None:
                 soonest = min(soonest, child.term_sent_at + settings.KILL_GRACE - now)
@@ -251,12 +258,14 @@ class Arbiter:
             elif child.kind != "housekeeper":
                 self.quick_deaths = 0
             # A job process that exits 0 on its own has recorded or reported its job's ending; a pooled
-            # worker that exits while busy, or any child that dies, may leave a job working.
-            busy_worker = child.kind == "worker" and child.job_id is not None
-            if child.kind != "housekeeper" and (status != 0 or child.kill_reason or busy_worker):
+            # worker that exits may leave jobs working (running or claimed ahead), as may any child
+            # that dies.
+            if child.kind == "worker" or (child.kind == "job" and (status != 0 or child.kill_reason)):
                 self.unsettled.append((child, status))
         if self.unsettled:
-            self.flush_reported()  # a job that reported success before it was killed did succeed
+            # What the dead wrote before dying is in the pipe: a job that reported success did succeed.
+            self.read_reports()
+            self.flush_reported()
             self.guarded(self.settle_all)
 
     def settle_all(self) -> None:
@@ -267,17 +276,21 @@ class Arbiter:
             self.unsettled.pop(0)
 
     def settle(self, child: Child, status: int) -> None:
-        """Record the ending of a job whose process exited while the job was still working."""
+        """Record the ending of jobs whose process exited while they were still working."""
         jobs = Job.objects.select_related("job_type").filter(state=JobState.WORKING)
-        if child.job_id is not None:
-            jobs = jobs.filter(pk=child.job_id, attempts=child.attempt)
-        else:
-            # A pooled worker that died between its claim and its "busy" report: the claim recorded
-            # the worker's pid, so its job is found without the report.
+        if child.kind == "worker":
+            # Every job a pooled worker claimed carries its pid. The one it last reported busy with
+            # was running; it reports "busy" before it starts a job, so the others never started.
             jobs = jobs.filter(server_id=self.server.pk, pid=child.pid)
-        job = jobs.first()
-        if job is None:
-            return  # the job recorded its own ending, or there was none
+        else:
+            jobs = jobs.filter(pk=child.job_id, attempts=child.attempt)
+        for job in jobs:
+            if child.kind == "worker" and (job.pk, job.attempts) != (child.job_id, child.attempt):
+                requeue_interrupted(job, f"not started: worker {child.pid} ended first", actor=self.actor)
+            else:
+                self.settle_running(job, child, status)
+
+    def settle_running(self, job: Job, child: Child, status: int) -> None:
         if child.kill_reason == "timeout":
             end_attempt(job, Outcome.TIMED_OUT, f"timed out after {child.timeout:g} s", actor=self.actor)
         elif child.kill_reason == "abort":
@@ -314,6 +327,9 @@ class Arbiter:
                 if not self.reported:
                     self.reported_since = now
                 self.reported.append(ReportedSuccess(job_id, attempt, result, f"{self.host}:{parts[0]}"))
+                worker = self.children.get(int(parts[0]))
+                if worker is not None and worker.kind == "worker" and worker.job_id == job_id:
+                    worker.job_id, worker.deadline, worker.idle_since = None, None, now
                 continue
             child = self.children.get(int(parts[0])) if parts else None
             if child is None:
@@ -331,8 +347,8 @@ class Arbiter:
             self.guarded(self.record_reported)
 
     def record_reported(self) -> None:
-        """Record reported successes on their own (the claim usually carries them); kept for the next
-        loop if the database is away."""
+        """Record reported successes in one statement (in ``ondemand`` mode the claim usually carries
+        them); kept for the next loop if the database is away."""
         complete_reported(self.reported)
         self.reported = []
 
@@ -388,11 +404,6 @@ class Arbiter:
         free = self.free_job_slots()
         self.more_due = False
         if free <= 0:
-            # The processes that reported are about to exit and free their slots: their successes
-            # usually ride along with the claim that follows. Only a wait past the poll interval
-            # has them recorded on their own.
-            if self.reported and time.monotonic() - self.reported_since > settings.POLL_INTERVAL:
-                self.record_reported()
             return
         self.claims += 1
         jobs = claim(

@@ -1,26 +1,35 @@
 """Pre-forked workers (``static`` and ``dynamic`` modes): claim and run jobs one after another.
 
 Fork cost is paid once per worker instead of once per job. A worker tells the arbiter what it runs
-through a shared pipe (one short line per event, atomic below PIPE_BUF), so the arbiter can enforce
-timeouts and aborts by killing the worker's process group, exactly as it does for a job process.
+through a shared pipe (short lines, each write atomic below PIPE_BUF), so the arbiter can enforce
+timeouts and aborts by killing the worker's process group, exactly as it does for a job process, and
+record the worker's successes in batches.
+
+When its recent jobs were short, a worker claims several at once and runs them in turn (prefetch):
+one claim statement serves many jobs. A job that turns out slow hands the rest back to the queue, so
+short jobs never wait long behind it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
+import select
 import signal
+import time
 from collections.abc import Sequence
 
 from django.db import DatabaseError, connections
 
 from kojo.claims import claim
 from kojo.conf import settings
+from kojo.models import Job
+from kojo.retries import requeue_interrupted
 from kojo.server import exitcodes
 from kojo.server.execution import run_job, with_db_retry
 from kojo.server.forking import fork_child
-from kojo.transitions import ReportedSuccess, complete_reported
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +37,8 @@ logger = logging.getLogger(__name__)
 # SIGUSR2 = "finish the current job, then exit" (drain, reload, retirement).
 IDLE_SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGUSR2}
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGUSR2}
+# Weight of the latest job in the worker's moving average of run times.
+RECENT_WEIGHT = 0.2
 
 
 def spawn_worker(
@@ -47,71 +58,117 @@ class Worker:
         self.server_pid, self.server_id, self.host = server_pid, server_id, host
         self.report_fd, self.queues = report_fd, list(queues)
         self.pid = os.getpid()
+        self.actor = f"{host}:{self.pid}"
         self.jobs_done = 0
         self.stopping = False
-        # Successes to record with the next claim, in its transaction (one commit per job, not two).
-        self.finished: list[ReportedSuccess] = []
-
-    def report(self, text: str) -> None:
-        os.write(self.report_fd, f"{self.pid} {text}\n".encode())
+        self.claimed: list[Job] = []  # claimed ahead, not started yet
+        self.average_run: float | None = None  # seconds
+        self.unsent: list[str] = []  # a success report, sent with the next "busy" or "idle"
 
     def run(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
         delay = settings.POLL_INTERVAL
         while not self.stopping and os.getppid() == self.server_pid:
-            try:
-                jobs = claim(
-                    1,
-                    server_id=self.server_id,
-                    host=self.host,
-                    pid=self.pid,
-                    queues=self.queues,
-                    finishing=self.finished,
-                )
-                self.finished = []
-            except DatabaseError:
-                logger.warning("worker %s: database unavailable, retrying in %.1f s", self.pid, delay)
-                connections.close_all()
-                self.idle(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            delay = settings.POLL_INTERVAL
-            if not jobs:
-                self.idle(settings.POLL_INTERVAL)
-                continue
-            self.work(jobs[0])
+            if not self.claimed:
+                try:
+                    self.claimed = claim(
+                        1,
+                        server_id=self.server_id,
+                        host=self.host,
+                        pid=self.pid,
+                        queues=self.queues,
+                        prefetch=self.prefetch(),
+                    )
+                except DatabaseError:
+                    logger.warning("worker %s: database unavailable, retrying in %.1f s", self.pid, delay)
+                    connections.close_all()
+                    self.idle(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                delay = settings.POLL_INTERVAL
+                if not self.claimed:
+                    self.idle(settings.POLL_INTERVAL)
+                    continue
+            self.work(self.claimed.pop(0))
             if self.worn_out():
                 break
-        if self.finished:
-            with_db_retry(lambda: complete_reported(self.finished))
+        self.report("idle")  # pending successes first: they must not wait on the hand-back
+        self.hand_back(f"not started: worker {self.pid} stopped")
+
+    def prefetch(self) -> int:
+        """Jobs to claim at once: as many as fit PREFETCH_WINDOW at the recent average run time."""
+        if self.average_run is None:
+            return 1
+        wanted = int(settings.PREFETCH_WINDOW / max(self.average_run, 1e-4))
+        if settings.MAX_JOBS_PER_WORKER:
+            wanted = min(wanted, settings.MAX_JOBS_PER_WORKER - self.jobs_done)
+        return max(1, min(wanted, settings.PREFETCH))
 
     def idle(self, seconds: float) -> None:
         received = signal.sigtimedwait(IDLE_SIGNALS, seconds)
         if received is not None and received.si_signo in STOP_SIGNALS:
             self.stopping = True
 
-    def work(self, job) -> None:
+    def work(self, job: Job) -> None:
         timeout = job.job_type.timeout_delta
         self.report(f"busy {job.pk} {job.attempts} {timeout.total_seconds() if timeout else 0}")
         # While the job runs, SIGTERM reaches run_job's handler (abort requested), not the idle wait.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        started = time.monotonic()
         try:
-            actor = f"{self.host}:{self.pid}"
-            context = run_job(job, actor=actor, report_success=self.defer_success(job))
+            context = run_job(job, actor=self.actor, report_success=self.report_success(job))
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
             self.jobs_done += 1
+        took = time.monotonic() - started
+        previous = self.average_run if self.average_run is not None else took
+        self.average_run = (1 - RECENT_WEIGHT) * previous + RECENT_WEIGHT * took
+        if not self.claimed or took > settings.PREFETCH_WINDOW:
             self.report("idle")
+        if took > settings.PREFETCH_WINDOW:
+            self.hand_back(f"not started: job {job.pk} before it ran {took:.1f} s")
         # A SIGTERM during the job (server stopping) let the job wrap up; now the worker stops too.
         if context.abort_requested or STOP_SIGNALS & signal.sigpending():
             self.stopping = True
 
-    def defer_success(self, job):
-        def keep(result) -> bool:
-            self.finished.append(ReportedSuccess(job.pk, job.attempts, result, f"{self.host}:{self.pid}"))
+    def report_success(self, job: Job):
+        """A plain success goes to the arbiter, which records many in one statement; a result too
+        large for one atomic pipe write is recorded here."""
+
+        def send(result) -> bool:
+            line = f"done {job.pk} {job.attempts} {json.dumps(result)}"
+            if len(line) + 16 > select.PIPE_BUF:
+                return False
+            self.unsent.append(line)
             return True
 
-        return keep
+        return send
+
+    def report(self, line: str) -> None:
+        """Write pending lines and ``line`` to the arbiter, each write whole (at most PIPE_BUF bytes,
+        so lines of concurrent workers never interleave), waiting while the pipe is full."""
+        lines, self.unsent = [*self.unsent, line], []
+        chunks, chunk = [], b""
+        for text in lines:
+            encoded = f"{self.pid} {text}\n".encode()
+            if len(chunk) + len(encoded) > select.PIPE_BUF:
+                chunks.append(chunk)
+                chunk = b""
+            chunk += encoded
+        chunks.append(chunk)
+        for data in chunks:
+            while True:
+                try:
+                    os.write(self.report_fd, data)
+                    break
+                except BlockingIOError:
+                    select.select([], [self.report_fd], [], 1.0)
+
+    def hand_back(self, reason: str) -> None:
+        """Return jobs claimed ahead and not started to the queue, their attempt given back."""
+        for job in self.claimed:
+            with_db_retry(lambda job=job: requeue_interrupted(job, reason, actor=self.actor))
+        self.claimed = []
 
     def worn_out(self) -> bool:
         """Recycle after N jobs or M MiB, so leaks in job code cannot grow without bound."""
