@@ -1,12 +1,14 @@
-"""Pre-forked workers: dynamic scaling, recycling, and SIGHUP reload."""
+"""Pre-forked workers: dynamic scaling, recycling, SIGHUP reload, and claiming ahead (prefetch)."""
 
+import os
 import signal
+from collections import Counter
 
 import pytest
 
 import kojo
-from kojo.models import Job, JobType, Server
-from kojo.states import JobState
+from kojo.models import Job, JobStateChange, JobType, Server
+from kojo.states import JobState, Outcome
 from tests.server.conftest import wait_for
 
 pytestmark = pytest.mark.server
@@ -51,3 +53,78 @@ def test_sighup_syncs_job_types_and_replaces_workers(start_server, make_job_type
         message="fresh workers after the reload",
     )
     assert server.process.poll() is None
+
+
+def claims_per_statement(job_type) -> list[int]:
+    """How many jobs of ``job_type`` each claim took: a claim stamps its jobs with one time and actor."""
+    claims = Counter(
+        JobStateChange.objects.filter(job__job_type=job_type, to_state=JobState.WORKING).values_list(
+            "at", "actor"
+        )
+    )
+    return list(claims.values())
+
+
+def test_a_worker_of_short_jobs_claims_several_at_once(start_server, make_job_type):
+    kind = make_job_type()
+    kojo.schedule_many(kind.type_code, [{} for _ in range(300)])
+    start_server("--mode", "static", "--concurrency", "1")
+    wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 300, timeout=30)
+    assert max(claims_per_statement(kind)) > 1
+    # Prefetched or not, each job was claimed once and ran once.
+    assert sum(claims_per_statement(kind)) == 300
+    assert set(Job.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_slow_job_hands_the_jobs_claimed_behind_it_back(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
+    quick = kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(30)])
+    slow = kojo.schedule(kind.type_code, {"seconds": 1})
+    later = kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(40)])
+    start_server("--mode", "static", "--concurrency", "1")
+    wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 71, timeout=30)
+    handed_back = JobStateChange.objects.filter(
+        from_state=JobState.WORKING, to_state=JobState.WAITING, outcome=Outcome.INTERRUPTED
+    )
+    assert handed_back.exists()
+    assert {change.reason for change in handed_back} == {f"not started: job {slow.pk} before it ran 1.0 s"}
+    assert {change.job_id for change in handed_back} <= {job.pk for job in later}
+    # The attempt was given back: each job still ran once, in attempt 1.
+    assert set(
+        Job.objects.filter(pk__in=[job.pk for job in quick + later]).values_list("attempts", flat=True)
+    ) == {1}
+
+
+def test_sigkill_of_a_worker_returns_the_jobs_it_had_not_started(start_server, make_job_type):
+    quick_kind = make_job_type()
+    hang_kind = make_job_type(worker="tests.kojo_jobs.hang")
+    kojo.schedule_many(quick_kind.type_code, [{} for _ in range(30)])
+    hanging = kojo.schedule(hang_kind.type_code, {"seconds": 60})
+    queued = kojo.schedule_many(quick_kind.type_code, [{} for _ in range(40)])
+    server = start_server("--mode", "static", "--concurrency", "1")
+
+    def running_hang() -> int | None:
+        row = Server.objects.filter(pid=server.pid).first()
+        busy = [child for child in (row.children if row else []) if child["job_id"] == hanging.pk]
+        return busy[0]["pid"] if busy else None
+
+    wait_for(lambda: running_hang() is not None, message="the hanging job to run in the worker")
+    worker_pid = running_hang()
+    unstarted = set(
+        Job.objects.filter(
+            pk__in=[job.pk for job in queued], state=JobState.WORKING, pid=worker_pid
+        ).values_list("pk", flat=True)
+    )
+    assert unstarted, "the worker held jobs claimed behind the hanging one"
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_for(
+        lambda: Job.objects.filter(job_type=quick_kind, state=JobState.COMPLETE_SUCCESS).count() == 70,
+        message="a replacement worker to run the returned jobs",
+    )
+    hanging.refresh_from_db()
+    assert hanging.state == JobState.COMPLETE_FAILED
+    assert "SIGKILL" in JobStateChange.objects.get(job=hanging, outcome=Outcome.CRASHED).reason
+    returned = JobStateChange.objects.filter(outcome=Outcome.INTERRUPTED)
+    assert set(returned.values_list("job_id", flat=True)) == unstarted
+    assert set(returned.values_list("reason", flat=True)) == {f"not started: worker {worker_pid} ended first"}
+    assert set(Job.objects.filter(job_type=quick_kind).values_list("attempts", flat=True)) == {1}

@@ -112,6 +112,7 @@ def test_sigkill_of_a_pooled_worker_retries_its_job(start_server, make_job_type)
     wait_for(lambda: working(job), message="the job to start in a worker")
     worker_pid = Job.objects.get(pk=job.pk).pid
     assert worker_pid != server.pid
+    time.sleep(0.5)  # claimed is not started: let the worker report it busy and begin its sleep
     os.kill(worker_pid, signal.SIGKILL)
     wait_for(
         lambda: Job.objects.filter(pk=job.pk, state=JobState.COMPLETE_SUCCESS).exists(),
