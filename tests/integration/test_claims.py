@@ -3,13 +3,29 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from kojo import claims
 from kojo.claims import claim
 from kojo.models import Job, JobStateChange
 from kojo.states import JobState
 
 pytestmark = pytest.mark.django_db
+on_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL's one-statement claim"
+)
+
+
+@pytest.fixture(autouse=True, params=["one statement first", "full claim"])
+def claim_path(request):
+    """Every test here runs through both paths: the one-statement claim tried first (PostgreSQL), and
+    the full claim taken directly, as after a candidate needed admission."""
+    claims.full_claims_until.clear()
+    if request.param == "full claim":
+        claims.full_claims_until["default"] = float("inf")
+    yield request.param
+    claims.full_claims_until.clear()
 
 
 def waiting(job_type, n=1, **fields):
@@ -119,3 +135,40 @@ def test_claimed_jobs_are_returned_as_stored(make_job_type):
     for field in ("state", "attempts", "host", "pid", "singleton", "started_at", "heartbeat_at"):
         assert getattr(claimed, field) == getattr(stored, field), field
     assert stored.singleton is True
+
+
+@on_postgresql
+def test_a_claim_needing_no_admission_is_one_statement(make_job_type, claim_path):
+    kind = make_job_type()
+    waiting(kind, 4)
+    claim(2, host="h", pid=1)  # the first claim of a size compiles its statement
+    with CaptureQueriesContext(connection) as queries:
+        claimed = claim(2, host="h", pid=1)
+    assert len(claimed) == 2
+    if claim_path == "one statement first":
+        assert len(queries) == 1
+    else:
+        assert len(queries) > 1
+
+
+@on_postgresql
+def test_a_candidate_needing_admission_hands_the_claim_to_the_full_path(make_job_type, claim_path):
+    limited = make_job_type(schedule_limit=1)
+    plain = make_job_type()
+    first, second = waiting(limited, 2, importance=5)
+    other = waiting(plain)[0]
+    claimed = claim(3, host="h", pid=1)
+    assert [job.pk for job in claimed] == [first.pk, other.pk]
+    assert Job.objects.get(pk=second.pk).state == JobState.WAITING
+    assert claims.full_claims_until["default"] > 0
+
+
+def test_prefetch_takes_more_jobs_only_when_none_needs_admission(make_job_type):
+    plain = make_job_type()
+    waiting(plain, 6)
+    taken = claim(1, host="h", pid=1, prefetch=5)
+    expected = 5 if connection.vendor == "postgresql" and not claims.full_claims_until else 1
+    assert len(taken) == expected
+    Job.objects.update(state=JobState.WAITING)
+    waiting(make_job_type(can_work_in_parallel=False), importance=5)
+    assert len(claim(1, host="h", pid=1, prefetch=5)) == 1
