@@ -54,11 +54,10 @@ def publish_changes(changes: list[dict[str, Any]]) -> None:
     """Publish committed state changes in one round trip; one wake-up if any job became waiting."""
     if not enabled() or not changes:
         return
-    now = time.time()
     try:
         pipeline = client().pipeline(transaction=False)
-        for change in changes:
-            pipeline.publish(channel(EVENTS), json.dumps({**change, "at": now}))
+        # One message per commit, however many jobs it changed; listen() hands out one event each.
+        pipeline.publish(channel(EVENTS), json.dumps({"at": time.time(), "changes": changes}))
         woken = next((c for c in changes if c["to_state"] == JobState.WAITING), None)
         if woken is not None:
             wake = {"job_id": woken["job_id"], "type_code": woken["type_code"]}
@@ -144,9 +143,11 @@ def listen(
                 time.sleep(wait)
                 subscriber.fileno()
                 continue
-            for _, event in subscriber.messages(timeout=wait):
-                if matches(event, filter) and callback(event) is False:
-                    return
+            for _, message in subscriber.messages(timeout=wait):
+                for change in message.get("changes", ()):
+                    event = {**change, "at": message.get("at")}
+                    if matches(event, filter) and callback(event) is False:
+                        return
     finally:
         subscriber.drop()
 
