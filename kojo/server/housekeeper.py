@@ -1,4 +1,5 @@
-"""The housekeeper child: cron ticks, recurring jobs, orphan rescue, pruning of expired jobs.
+"""The housekeeper child: cron ticks, recurring jobs, orphan rescue, planner statistics, pruning of
+expired jobs.
 
 Every server runs one; the one holding the ``housekeeping`` mutex does the chores and the others stand
 by, taking over when the holder dies (its lock is freed at once on the same host, by lease expiry from
@@ -19,6 +20,7 @@ from kojo.conf import settings
 from kojo.cron import schedule_due_ticks
 from kojo.exceptions import LockError
 from kojo.locks import Mutex, mutex
+from kojo.planner import refresh_statistics
 from kojo.pruning import prune_expired
 from kojo.recurrence import schedule_due_recurrences
 from kojo.server import exitcodes
@@ -53,6 +55,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             schedule_due_ticks(actor=actor)
             schedule_due_recurrences(actor=actor)
             rescue_orphans(actor=actor)
+            refresh_statistics()
             if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
                 prune_expired()
                 forget_dead_servers()
