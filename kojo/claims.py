@@ -170,8 +170,8 @@ WITH {finishing} candidates AS ({candidates}),
 {marking}
 SELECT (SELECT bool_or(candidates.needs_admission) FROM candidates), {done}, {job_columns}, {type_columns}
 FROM (VALUES (1)) AS one
-LEFT JOIN claimed ON true
-LEFT JOIN kojo_job_type AS job_type ON job_type.id = claimed.job_type_id
+LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY job_type_id) AS nth FROM claimed) AS claimed ON true
+LEFT JOIN kojo_job_type AS job_type ON job_type.id = claimed.job_type_id AND claimed.nth = 1
 """
 
 
@@ -221,13 +221,14 @@ def claim_in_one_statement(
     changes = [
         succeeded(pk, type_code) for pk, type_code in zip(done_ids or (), done_types or (), strict=True)
     ]
-    jobs = []
+    # A type's columns come with the first of its jobs only (NULL on the others).
     width = len(Job._meta.concrete_fields)
+    rows = [row for row in rows if row[3] is not None]  # none taken: the LEFT JOIN's one empty row
+    types = {row[3 + width]: from_row(JobType, row[3 + width :], using) for row in rows if row[3 + width]}
+    jobs = []
     for row in rows:
-        if row[3] is None:
-            continue  # no job taken: the LEFT JOIN's one row
         job = from_row(Job, row[3 : 3 + width], using)
-        job.job_type = from_row(JobType, row[3 + width :], using)
+        job.job_type = types[job.job_type_id]
         jobs.append(job)
         changes.append(claimed_change(job))
     announce(changes, using=using)

@@ -172,3 +172,13 @@ def test_prefetch_takes_more_jobs_only_when_none_needs_admission(make_job_type):
     Job.objects.update(state=JobState.WAITING)
     waiting(make_job_type(can_work_in_parallel=False), importance=5)
     assert len(claim(1, host="h", pid=1, prefetch=5)) == 1
+
+
+def test_one_claim_of_several_types_gives_each_job_its_own_type(make_job_type):
+    first, second = make_job_type(timeout="PT5S"), make_job_type(timeout="PT9S")
+    jobs = waiting(first, 2) + waiting(second, 2)
+    claimed = claim(4, host="h", pid=1)
+    assert {job.pk: job.job_type.type_code for job in claimed} == {
+        job.pk: job.job_type.type_code for job in jobs
+    }
+    assert {job.job_type.timeout for job in claimed} == {"PT5S", "PT9S"}
