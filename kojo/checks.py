@@ -10,6 +10,9 @@ from django.db import DatabaseError, connections
 
 from kojo.conf import settings
 
+# Most jobs a pooled worker may claim ahead: beyond this, one claim statement grows long for little gain.
+MAX_PREFETCH = 1000
+
 # Which check id reports which validator's error code.
 CHECK_IDS = {
     "invalid_cron": "kojo.E001",
@@ -102,6 +105,17 @@ def check_settings(app_configs=None, **kwargs):
         errors.append(
             Error(f"KOJO_MODE is {settings.MODE!r}; use ondemand, static or dynamic.", id="kojo.E008")
         )
+    prefetch, window = settings.PREFETCH, settings.PREFETCH_WINDOW
+    if type(prefetch) is not int or not 1 <= prefetch <= MAX_PREFETCH:
+        errors.append(
+            Error(
+                f"KOJO_PREFETCH is {prefetch!r}; use a whole number from 1 (no claiming ahead) to "
+                f"{MAX_PREFETCH}.",
+                id="kojo.E013",
+            )
+        )
+    if type(window) not in (int, float) or not 0 <= window <= 60:
+        errors.append(Error(f"KOJO_PREFETCH_WINDOW is {window!r}; use seconds from 0 to 60.", id="kojo.E013"))
     database = connections["default"]
     if database.vendor == "sqlite":
         if database.settings_dict.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":

@@ -33,6 +33,25 @@ def test_settings_are_checked(settings):
     assert ids(checks.run_checks()) == ["kojo.E006", "kojo.E008"]
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PREFETCH", 0),
+        ("PREFETCH", -3),
+        ("PREFETCH", 2.5),
+        ("PREFETCH", "64"),
+        ("PREFETCH", 10**6),
+        ("PREFETCH_WINDOW", -1),
+        ("PREFETCH_WINDOW", "50ms"),
+        ("PREFETCH_WINDOW", 3600),
+    ],
+)
+def test_prefetch_settings_are_checked(settings, name, value):
+    setattr(settings, f"KOJO_{name}", value)
+    messages = [message for message in checks.run_checks() if message.id == "kojo.E013"]
+    assert len(messages) == 1 and f"KOJO_{name} is {value!r}" in messages[0].msg
+
+
 def test_redis_backend_needs_a_django_redis_cache(settings):
     settings.KOJO_LOCK_BACKEND = "redis"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
