@@ -119,3 +119,20 @@ def requeue_interrupted(job: Job, reason: str, *, actor: str = "") -> bool:
         start_after=timezone.now(),
         pid=None,
     )
+
+
+def give_back_unstarted(job: Job, reason: str, *, actor: str = "") -> bool:
+    """A job claimed ahead by a pooled worker that never started it goes back to waiting, attempt
+    given back, unless someone asked to abort it meanwhile: then it ends canceled, as it would have
+    once started."""
+    aborted = transition(
+        job.pk,
+        JobState.CANCELED,
+        expect=[JobState.WORKING],
+        outcome=Outcome.ABORTED,
+        reason=f"aborted before it started ({reason})",
+        actor=actor,
+        strict=False,
+        where={"attempts": job.attempts, "abort_requested_by__gt": ""},
+    )
+    return aborted or requeue_interrupted(job, reason, actor=actor)

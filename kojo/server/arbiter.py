@@ -28,7 +28,7 @@ from kojo.claims import claim
 from kojo.conf import settings
 from kojo.models import Job, Server
 from kojo.registry import registry
-from kojo.retries import end_attempt, requeue_interrupted
+from kojo.retries import end_attempt, give_back_unstarted, requeue_interrupted
 from kojo.server import exitcodes
 from kojo.server.forking import set_title
 from kojo.server.heartbeat import beat, register_server
@@ -45,6 +45,8 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
 OLDEST_FIRST_EVERY = 10
 # A child that dies this soon after it was forked, this many times in a row, halts the server.
 BOOT_WINDOW, BOOT_FAILURES = 1.0, 5
+# Seconds an abort message for a job no child runs is kept, in case a worker claimed it ahead.
+ABORT_MEMORY = 60.0
 # Reported successes are recorded together once the oldest has waited this long (seconds), or sooner
 # with the next claim.
 REPORTED_DELAY = 0.01
@@ -86,6 +88,7 @@ class Arbiter:
         self.unsettled: list[tuple[Child, int]] = []
         self.reported: list[ReportedSuccess] = []
         self.reported_since = 0.0
+        self.aborts_ahead: dict[int, float] = {}  # job id -> when its abort message came
         self.subscriber = (
             messaging.Subscriber(messaging.WAKE, messaging.ABORT) if messaging.enabled() else None
         )
@@ -193,12 +196,17 @@ class Arbiter:
                 if idle:
                     self.signal_child(idle[0], signal.SIGUSR1)
             elif name == messaging.ABORT:
-                for child in self.job_children():
-                    if child.job_id == payload.get("job_id") and child.term_sent_at is None:
-                        logger.info(
-                            "job %s: abort message received; stopping its process group", child.job_id
-                        )
+                job_id = payload.get("job_id")
+                running = [child for child in self.job_children() if child.job_id == job_id]
+                for child in running:
+                    if child.term_sent_at is None:
+                        logger.info("job %s: abort message received; stopping its process group", job_id)
                         self.terminate(child, "abort")
+                if not running and self.mode != "ondemand":
+                    # Perhaps claimed ahead by one of our workers: stopped as soon as it starts.
+                    now = time.monotonic()
+                    self.aborts_ahead = {j: t for j, t in self.aborts_ahead.items() if now - t < ABORT_MEMORY}
+                    self.aborts_ahead[job_id] = now
 
     def next_deadline_in(self) -> float:
         now = time.monotonic()
@@ -286,7 +294,7 @@ class Arbiter:
             jobs = jobs.filter(pk=child.job_id, attempts=child.attempt)
         for job in jobs:
             if child.kind == "worker" and (job.pk, job.attempts) != (child.job_id, child.attempt):
-                requeue_interrupted(job, f"not started: worker {child.pid} ended first", actor=self.actor)
+                give_back_unstarted(job, f"not started: worker {child.pid} ended first", actor=self.actor)
             else:
                 self.settle_running(job, child, status)
 
@@ -338,6 +346,9 @@ class Arbiter:
                 child.job_id, child.attempt, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
                 child.deadline = now + child.timeout if child.timeout else None
                 child.idle_since = None
+                if self.aborts_ahead.pop(child.job_id, None) is not None:
+                    logger.info("job %s: aborted before it started; stopping its worker", child.job_id)
+                    self.terminate(child, "abort")
             elif parts[1] == "idle":
                 child.job_id, child.deadline, child.idle_since = None, None, now
 

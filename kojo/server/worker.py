@@ -26,7 +26,7 @@ from django.db import DatabaseError, connections
 from kojo.claims import claim
 from kojo.conf import settings
 from kojo.models import Job
-from kojo.retries import requeue_interrupted
+from kojo.retries import give_back_unstarted
 from kojo.server import exitcodes
 from kojo.server.execution import run_job, with_db_retry
 from kojo.server.forking import fork_child
@@ -167,7 +167,7 @@ class Worker:
     def hand_back(self, reason: str) -> None:
         """Return jobs claimed ahead and not started to the queue, their attempt given back."""
         for job in self.claimed:
-            with_db_retry(lambda job=job: requeue_interrupted(job, reason, actor=self.actor))
+            with_db_retry(lambda job=job: give_back_unstarted(job, reason, actor=self.actor))
         self.claimed = []
 
     def worn_out(self) -> bool:

@@ -128,3 +128,54 @@ def test_sigkill_of_a_worker_returns_the_jobs_it_had_not_started(start_server, m
     assert set(returned.values_list("job_id", flat=True)) == unstarted
     assert set(returned.values_list("reason", flat=True)) == {f"not started: worker {worker_pid} ended first"}
     assert set(Job.objects.filter(job_type=quick_kind).values_list("attempts", flat=True)) == {1}
+
+
+def claimed_ahead_behind(slow: Job, server_kwargs: dict, start_server) -> Job:
+    """Start one single-worker server and wait until ``slow`` runs (the server's heartbeat lists it);
+    return the job claimed right behind it: working, not started."""
+    server = start_server("--mode", "static", "--concurrency", "1", **server_kwargs)
+
+    def running() -> bool:
+        row = Server.objects.filter(pid=server.pid).first()
+        return any(child["job_id"] == slow.pk for child in (row.children if row else []))
+
+    wait_for(running, message="the slow job to run")
+    behind = Job.objects.filter(pk__gt=slow.pk, state=JobState.WORKING).order_by("pk").first()
+    assert behind is not None, "the worker claimed jobs ahead, behind the slow one"
+    return behind
+
+
+@pytest.mark.skipif(
+    os.environ.get("KOJO_TEST_DB", "postgres") != "postgres", reason="claiming ahead is PostgreSQL's"
+)
+def test_an_abort_of_a_job_claimed_ahead_cancels_it_when_handed_back(start_server, make_job_type):
+    quick = make_job_type(worker="tests.kojo_jobs.sleep")
+    kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(30)])
+    slow = kojo.schedule(quick.type_code, {"seconds": 1.5})
+    kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(20)])
+    target = claimed_ahead_behind(slow, {}, start_server)
+    assert kojo.abort(target.pk, by="test") is False  # working: handed to its server
+    wait_for(lambda: Job.objects.filter(pk=target.pk, state=JobState.CANCELED).exists())
+    change = JobStateChange.objects.get(job=target, to_state=JobState.CANCELED)
+    assert change.outcome == Outcome.ABORTED and change.reason.startswith("aborted before it started")
+    assert Job.objects.get(pk=target.pk).result is None  # it never ran
+    wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 50)
+
+
+@pytest.mark.skipif(
+    os.environ.get("KOJO_TEST_DB", "postgres") != "postgres", reason="claiming ahead is PostgreSQL's"
+)
+def test_an_abort_of_a_job_claimed_ahead_stops_it_as_it_starts(start_server, make_job_type):
+    quick = make_job_type(worker="tests.kojo_jobs.sleep")
+    kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(30)])
+    slow = kojo.schedule(quick.type_code, {"seconds": 1.5})
+    kojo.schedule_many(quick.type_code, [{"seconds": 0.05} for _ in range(5)])
+    # A long window: the slow job hands nothing back, so the aborted job does start.
+    settings = {"KOJO_TEST_SET_PREFETCH_WINDOW": "10"}
+    target = claimed_ahead_behind(slow, settings, start_server)
+    assert kojo.abort(target.pk, by="test") is False
+    wait_for(lambda: Job.objects.filter(pk=target.pk, state=JobState.CANCELED).exists())
+    change = JobStateChange.objects.get(job=target, to_state=JobState.CANCELED)
+    assert change.outcome == Outcome.ABORTED and change.reason == "aborted by test"
+    assert Job.objects.get(pk=target.pk).result is None
+    wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 35, timeout=30)
