@@ -6,7 +6,8 @@ Measures, against the PostgreSQL and Redis that tests/settings.py names, in a da
 * throughput: N no-op jobs inserted at once, then 1 and K ``kojo_server`` processes (concurrency 2 each)
   started in ``ondemand`` (fork per job) and ``static`` (pre-forked pool) mode; wall time from starting
   the servers (Django start-up included, nothing subtracted) until every job is ``complete_success``,
-  polled every 20 ms;
+  polled every 20 ms, and the steady rate from the first claim to the last ending (both stamped by
+  kojo);
 * enqueue rate: ``kojo.schedule()`` called in a loop, one transaction per job, no server running; and
   ``kojo.schedule_many()`` with 500 params objects per call (one transaction per batch);
 * enqueue-to-start latency on an idle server (120 samples per mode by default): one job at a time,
@@ -17,7 +18,7 @@ Measures, against the PostgreSQL and Redis that tests/settings.py names, in a da
 * for comparison, this machine's raw ``os.fork()`` + child ``os._exit(0)`` + ``waitpid`` rate, from a
   process with Django set up and a database connection open.
 
-Run ``cd /work/main && .venv/bin/python benchmarks/throughput.py [--jobs N] [--servers K] [--samples S]``.
+Run ``cd /work/main && .venv/bin/python benchmarks/throughput.py [--jobs N] [--fleets 1,2,4] [--samples S]``.
 Servers use a settings module written to a temporary directory (tests.server_settings with the database
 ``test_bench`` and logging at WARNING); their output goes to log files printed if a run fails. Every
 server started is killed (its process group; its children die with it) on the way out, even on error.
@@ -73,6 +74,7 @@ import psycopg  # noqa: E402
 from django.conf import settings as django_settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.db.models import Max, Min  # noqa: E402
 
 import kojo  # noqa: E402
 from kojo.conf import settings  # noqa: E402
@@ -86,7 +88,7 @@ CONCURRENCY = 2
 WIDE_CONCURRENCY = 16
 POLL = 0.02  # seconds between looks at the database while waiting for jobs to finish
 RUN_TIMEOUT = 120.0
-DEFAULT_JOBS = {"ondemand": 1000, "static": 2000}
+DEFAULT_JOBS = {"ondemand": 1000, "static": 10000}
 ENQUEUE_JOBS = 2000
 # Jobs per kojo.schedule_many() call in the bulk enqueue figure, and how many jobs in all.
 BULK_BATCH, BULK_JOBS = 500, 20000
@@ -198,8 +200,9 @@ def wait_all_done(servers: Servers, total: int, timeout: float = RUN_TIMEOUT) ->
 
 def throughput(
     servers: Servers, job_type: JobType, mode: str, count: int, jobs: int, concurrency: int = CONCURRENCY
-) -> tuple[float, float]:
-    """Return (jobs/s, seconds) for `jobs` no-op jobs run by `count` fresh servers in `mode`."""
+) -> str:
+    """`jobs` no-op jobs run by `count` fresh servers in `mode`: jobs/s from starting the servers, and
+    from the first claim to the last ending (the steady rate, start-up left out)."""
     truncate_jobs()
     Job.objects.bulk_create((Job(job_type=job_type) for _ in range(jobs)), batch_size=1000)
     started = time.perf_counter()
@@ -209,7 +212,10 @@ def throughput(
         seconds = time.perf_counter() - started
     finally:
         servers.stop()
-    return jobs / seconds, seconds
+    span = Job.objects.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    steady = jobs / (span["last"] - span["first"]).total_seconds()
+    with_start = f"{jobs / seconds:,.0f} jobs/s with start-up ({jobs:,} jobs in {seconds:.2f} s)"
+    return f"{steady:,.0f} jobs/s steady, {with_start}"
 
 
 def enqueue_rate(jobs: int) -> float:
@@ -294,10 +300,10 @@ def main() -> int:
         signal.signal(signum, exit_on_signal)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, help="jobs per throughput run (1000 ondemand, 2000 static)")
-    parser.add_argument("--servers", type=int, default=2, help="second fleet size for throughput (default 2)")
+    parser.add_argument("--fleets", default="1,2,4", help="server counts for throughput (default 1,2,4)")
     parser.add_argument("--samples", type=int, default=LATENCY_SAMPLES, help="latency samples per mode")
     args = parser.parse_args()
-    fleets = sorted({1, max(args.servers, 1)})
+    fleets = sorted({max(int(count), 1) for count in args.fleets.split(",")})
     rows: list[tuple[str, str]] = []
     servers = Servers()
     begun = time.perf_counter()
@@ -312,16 +318,14 @@ def main() -> int:
         for mode in ("ondemand", "static"):
             jobs = args.jobs or DEFAULT_JOBS[mode]
             for count in fleets:
-                rate, seconds = throughput(servers, job_type, mode, count, jobs)
                 label = f"throughput {mode}, {count} server{'s' if count > 1 else ''} x {CONCURRENCY}"
-                rows.append((label, f"{rate:,.0f} jobs/s ({jobs:,} jobs in {seconds:.2f} s)"))
+                rows.append((label, throughput(servers, job_type, mode, count, jobs)))
                 print(f"{label}: {rows[-1][1]}", flush=True)
         # Short jobs leave most fork-per-job slots idle while the server claims and forks; with more
         # slots than CPUs, each claim takes several jobs at once.
         jobs = args.jobs or DEFAULT_JOBS["ondemand"]
-        rate, seconds = throughput(servers, job_type, "ondemand", 1, jobs, WIDE_CONCURRENCY)
         label = f"throughput ondemand, 1 server x {WIDE_CONCURRENCY}"
-        rows.append((label, f"{rate:,.0f} jobs/s ({jobs:,} jobs in {seconds:.2f} s)"))
+        rows.append((label, throughput(servers, job_type, "ondemand", 1, jobs, WIDE_CONCURRENCY)))
         print(f"{label}: {rows[-1][1]}", flush=True)
 
         rate = enqueue_rate(ENQUEUE_JOBS)
