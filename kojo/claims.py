@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 CANDIDATES_PER_SLOT = 4
 # Passes over ever wider windows before a claim gives up looking past jobs it cannot take.
 MAX_PASSES = 8
+# One claim in this many (per server or pooled worker) ignores importance and takes the oldest due
+# jobs, so that a steady stream of important jobs cannot starve the rest.
+OLDEST_FIRST_EVERY = 10
 
 
 def claim(

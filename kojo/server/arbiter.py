@@ -24,7 +24,7 @@ from django.db import DatabaseError, connections
 from django.db.models import Case, F, Value, When
 
 from kojo import messaging
-from kojo.claims import claim
+from kojo.claims import OLDEST_FIRST_EVERY, claim
 from kojo.conf import settings
 from kojo.models import Job, Server
 from kojo.registry import registry
@@ -41,8 +41,6 @@ from kojo.transitions import ReportedSuccess, complete_reported, transition
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
-# One claim in this many ignores importance and takes the oldest due job, so nothing starves.
-OLDEST_FIRST_EVERY = 10
 # A child that dies this soon after it was forked, this many times in a row, halts the server.
 BOOT_WINDOW, BOOT_FAILURES = 1.0, 5
 # Seconds an abort message for a job no child runs is kept, in case a worker claimed it ahead.

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from django.db import DatabaseError, connections
 
-from kojo.claims import claim
+from kojo.claims import OLDEST_FIRST_EVERY, claim
 from kojo.conf import settings
 from kojo.models import Job
 from kojo.retries import give_back_unstarted
@@ -60,6 +60,7 @@ class Worker:
         self.pid = os.getpid()
         self.actor = f"{host}:{self.pid}"
         self.jobs_done = 0
+        self.claims = 0
         self.stopping = False
         self.claimed: list[Job] = []  # claimed ahead, not started yet
         self.average_run: float | None = None  # seconds
@@ -70,6 +71,7 @@ class Worker:
         delay = settings.POLL_INTERVAL
         while not self.stopping and os.getppid() == self.server_pid:
             if not self.claimed:
+                self.claims += 1
                 try:
                     self.claimed = claim(
                         1,
@@ -77,6 +79,7 @@ class Worker:
                         host=self.host,
                         pid=self.pid,
                         queues=self.queues,
+                        oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
                         prefetch=self.prefetch(),
                     )
                 except DatabaseError:

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 from collections import Counter
 
 import pytest
@@ -12,6 +13,10 @@ from kojo.states import JobState, Outcome
 from tests.server.conftest import wait_for
 
 pytestmark = pytest.mark.server
+# Pooled workers claim ahead on PostgreSQL only (its one-statement claim); on SQLite, one at a time.
+claims_ahead = pytest.mark.skipif(
+    os.environ.get("KOJO_TEST_DB", "postgres") != "postgres", reason="claiming ahead is PostgreSQL's"
+)
 
 
 def worker_pids(server) -> set[int]:
@@ -65,6 +70,7 @@ def claims_per_statement(job_type) -> list[int]:
     return list(claims.values())
 
 
+@claims_ahead
 def test_a_worker_of_short_jobs_claims_several_at_once(start_server, make_job_type):
     kind = make_job_type()
     kojo.schedule_many(kind.type_code, [{} for _ in range(300)])
@@ -76,6 +82,7 @@ def test_a_worker_of_short_jobs_claims_several_at_once(start_server, make_job_ty
     assert set(Job.objects.values_list("attempts", flat=True)) == {1}
 
 
+@claims_ahead
 def test_a_slow_job_hands_the_jobs_claimed_behind_it_back(start_server, make_job_type):
     kind = make_job_type(worker="tests.kojo_jobs.sleep")
     quick = kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(30)])
@@ -95,6 +102,7 @@ def test_a_slow_job_hands_the_jobs_claimed_behind_it_back(start_server, make_job
     ) == {1}
 
 
+@claims_ahead
 def test_sigkill_of_a_worker_returns_the_jobs_it_had_not_started(start_server, make_job_type):
     quick_kind = make_job_type()
     hang_kind = make_job_type(worker="tests.kojo_jobs.hang")
@@ -145,9 +153,7 @@ def claimed_ahead_behind(slow: Job, server_kwargs: dict, start_server) -> Job:
     return behind
 
 
-@pytest.mark.skipif(
-    os.environ.get("KOJO_TEST_DB", "postgres") != "postgres", reason="claiming ahead is PostgreSQL's"
-)
+@claims_ahead
 def test_an_abort_of_a_job_claimed_ahead_cancels_it_when_handed_back(start_server, make_job_type):
     quick = make_job_type(worker="tests.kojo_jobs.sleep")
     kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(30)])
@@ -162,9 +168,7 @@ def test_an_abort_of_a_job_claimed_ahead_cancels_it_when_handed_back(start_serve
     wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 50)
 
 
-@pytest.mark.skipif(
-    os.environ.get("KOJO_TEST_DB", "postgres") != "postgres", reason="claiming ahead is PostgreSQL's"
-)
+@claims_ahead
 def test_an_abort_of_a_job_claimed_ahead_stops_it_as_it_starts(start_server, make_job_type):
     quick = make_job_type(worker="tests.kojo_jobs.sleep")
     kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(30)])
@@ -179,3 +183,17 @@ def test_an_abort_of_a_job_claimed_ahead_stops_it_as_it_starts(start_server, mak
     assert change.outcome == Outcome.ABORTED and change.reason == "aborted by test"
     assert Job.objects.get(pk=target.pk).result is None
     wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 35, timeout=30)
+
+
+def test_a_stream_of_important_jobs_does_not_starve_an_old_one(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
+    old = kojo.schedule(kind.type_code, {"seconds": 0}, importance=-5)
+    important = [kojo.schedule(kind.type_code, {"seconds": 0.05}, importance=5) for _ in range(10)]
+    start_server("--mode", "static", "--concurrency", "1")
+    # Important jobs arrive faster than the one worker runs them (20 a second): the queue never empties.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline and Job.objects.get(pk=old.pk).state != JobState.COMPLETE_SUCCESS:
+        important += [kojo.schedule(kind.type_code, {"seconds": 0.05}, importance=5) for _ in range(3)]
+        time.sleep(0.05)
+    assert Job.objects.get(pk=old.pk).state == JobState.COMPLETE_SUCCESS
+    assert Job.objects.filter(pk__in=[job.pk for job in important], state=JobState.WAITING).exists()
