@@ -5,6 +5,11 @@ The claim honours, across every server at once, each type's ``schedule_limit`` a
 other's candidates, and the row of each limited type is locked while its working jobs are counted, so
 two servers cannot both take the last slot. A partial unique index on working singleton jobs backs
 this up in the database. On SQLite (one machine), the IMMEDIATE transaction mode serialises claims.
+
+Most claims need none of that counting. On PostgreSQL a claim first tries one statement that records
+the successes it carries, locks the first due candidates and, if none of their types needs admission
+(a limit, a singleton, readiness criteria), marks them working: one round trip and one commit. When one
+does, that statement takes nothing and the full claim below decides, as it does on SQLite.
 """
 
 from __future__ import annotations
