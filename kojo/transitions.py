@@ -125,17 +125,16 @@ def complete_reported(reports: list[ReportedSuccess], *, using: str = "default")
     meanwhile) is left as it is, exactly as ``transition(..., strict=False)`` would."""
     if not reports:
         return 0
-    by_id = {report.job_id: report for report in reports}
     now = timezone.now()
-    # No savepoint when called inside the claim's transaction: one more round trip for nothing.
-    with transaction.atomic(using=using, savepoint=False):
-        if connections[using].vendor == "postgresql":
-            current = complete_reported_in_one_statement(reports, now, using=using)
-        else:
+    if connections[using].vendor == "postgresql":
+        # One statement is atomic on its own: no BEGIN and COMMIT round trips around it.
+        current = complete_reported_in_one_statement(reports, now, using=using)
+    else:
+        # No savepoint when called inside the claim's transaction: one more round trip for nothing.
+        with transaction.atomic(using=using, savepoint=False):
+            by_id = {report.job_id: report for report in reports}
             current = complete_reported_with_orm(by_id, now, using=using)
-        if not current:
-            return 0
-        announce([succeeded(pk, type_code) for pk, type_code in current], using=using)
+    announce([succeeded(pk, type_code) for pk, type_code in current], using=using)
     return len(current)
 
 
@@ -186,7 +185,10 @@ def complete_reported_with_orm(
 # statement (the claim's, or their own): PostgreSQL reads the type's ISO 8601 retention as an interval.
 # ``done`` holds what changed.
 COMPLETE_REPORTED_CTES = """
-reported (id, attempts, result, actor) AS (VALUES {values}),
+reported AS (
+    SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::jsonb[], %s::text[])
+        AS r(id, attempts, result, actor)
+),
 done AS (
     UPDATE kojo_job AS job
     SET state = %s, state_changed_at = %s, finished_at = %s, progress = 100, result = reported.result,
@@ -203,15 +205,16 @@ done_logged AS (
 
 
 def complete_reported_ctes(reports: list[ReportedSuccess], now: datetime) -> tuple[str, list[Any]]:
-    """The SQL of COMPLETE_REPORTED_CTES for ``reports``, and its parameters."""
-    values = ", ".join(["(%s::bigint, %s::integer, %s::jsonb, %s::text)"] * len(reports))
-    params: list[Any] = []
-    for report in reports:
-        result = None if report.result is None else json.dumps(report.result)
-        params += [report.job_id, report.attempt, result, report.actor]
+    """The SQL of COMPLETE_REPORTED_CTES (the same text for any number of reports) and its parameters."""
+    params: list[Any] = [
+        [report.job_id for report in reports],
+        [report.attempt for report in reports],
+        [None if report.result is None else json.dumps(report.result) for report in reports],
+        [report.actor for report in reports],
+    ]
     params += [JobState.COMPLETE_SUCCESS, now, now, now, JobState.WORKING]
     params += [JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, now]
-    return COMPLETE_REPORTED_CTES.format(values=values), params
+    return COMPLETE_REPORTED_CTES, params
 
 
 def complete_reported_in_one_statement(

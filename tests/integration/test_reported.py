@@ -15,7 +15,7 @@ def test_a_batch_records_each_result_retention_and_changelog(make_job_type):
     short, long = make_job_type(auto_delete_interval_duration="PT1M"), make_job_type()
     jobs = [schedule(short.type_code), schedule(long.type_code), schedule(short.type_code)]
     claimed = {job.pk: job for job in claim(3, host="h", pid=1)}
-    results = [{"n": "ünïcode ✓", "list": [1, None]}, None, "text"]
+    results = [{"n": "ünïcode ✓", "list": [1, None], "q": 'it\'s "quoted" \\ {braces}, NULL'}, None, "text"]
     reports = [
         ReportedSuccess(job.pk, claimed[job.pk].attempts, result, f"h:{100 + i}")
         for i, (job, result) in enumerate(zip(jobs, results, strict=True))
