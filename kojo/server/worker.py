@@ -65,6 +65,9 @@ class Worker:
         self.claimed: list[Job] = []  # claimed ahead, not started yet
         self.average_run: float | None = None  # seconds
         self.unsent: list[str] = []  # a success report, sent with the next "busy" or "idle"
+        # Read once, not per job: a worker keeps its settings for life (SIGHUP replaces workers).
+        self.prefetch_most, self.prefetch_window = settings.PREFETCH, settings.PREFETCH_WINDOW
+        self.max_jobs, self.max_memory_mb = settings.MAX_JOBS_PER_WORKER, settings.MAX_WORKER_MEMORY_MB
 
     def run(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
@@ -102,10 +105,10 @@ class Worker:
         """Jobs to claim at once: as many as fit PREFETCH_WINDOW at the recent average run time."""
         if self.average_run is None:
             return 1
-        wanted = int(settings.PREFETCH_WINDOW / max(self.average_run, 1e-4))
-        if settings.MAX_JOBS_PER_WORKER:
-            wanted = min(wanted, settings.MAX_JOBS_PER_WORKER - self.jobs_done)
-        return max(1, min(wanted, settings.PREFETCH))
+        wanted = int(self.prefetch_window / max(self.average_run, 1e-4))
+        if self.max_jobs:
+            wanted = min(wanted, self.max_jobs - self.jobs_done)
+        return max(1, min(wanted, self.prefetch_most))
 
     def idle(self, seconds: float) -> None:
         received = signal.sigtimedwait(IDLE_SIGNALS, seconds)
@@ -126,9 +129,9 @@ class Worker:
         took = time.monotonic() - started
         previous = self.average_run if self.average_run is not None else took
         self.average_run = (1 - RECENT_WEIGHT) * previous + RECENT_WEIGHT * took
-        if not self.claimed or took > settings.PREFETCH_WINDOW:
+        if not self.claimed or took > self.prefetch_window:
             self.report("idle")
-        if took > settings.PREFETCH_WINDOW:
+        if took > self.prefetch_window:
             self.hand_back(f"not started: job {job.pk} before it ran {took:.1f} s")
         # A SIGTERM during the job (server stopping) let the job wrap up; now the worker stops too.
         if context.abort_requested or STOP_SIGNALS & signal.sigpending():
@@ -175,9 +178,9 @@ class Worker:
 
     def worn_out(self) -> bool:
         """Recycle after N jobs or M MiB, so leaks in job code cannot grow without bound."""
-        if settings.MAX_JOBS_PER_WORKER and self.jobs_done >= settings.MAX_JOBS_PER_WORKER:
+        if self.max_jobs and self.jobs_done >= self.max_jobs:
             return True
-        if settings.MAX_WORKER_MEMORY_MB:
+        if self.max_memory_mb:
             peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            return peak_mb > settings.MAX_WORKER_MEMORY_MB
+            return peak_mb > self.max_memory_mb
         return False
