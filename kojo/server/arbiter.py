@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 # A child that dies this soon after it was forked, this many times in a row, halts the server.
 BOOT_WINDOW, BOOT_FAILURES = 1.0, 5
+# Seconds the loop lets workers' report lines gather before it reads them again.
+REPORT_BATCHING = 0.002
 # Seconds an abort message for a job no child runs is kept, in case a worker claimed it ahead.
 ABORT_MEMORY = 60.0
 # Reported successes are recorded together once the oldest has waited this long (seconds), or sooner
@@ -87,6 +89,7 @@ class Arbiter:
         self.reported: list[ReportedSuccess] = []
         self.reported_since = 0.0
         self.aborts_ahead: dict[int, float] = {}  # job id -> when its abort message came
+        self.last_woken = 0.0
         self.subscriber = (
             messaging.Subscriber(messaging.WAKE, messaging.ABORT) if messaging.enabled() else None
         )
@@ -174,6 +177,12 @@ class Arbiter:
             self.handle_messages()
         if self.wakeup_r in ready:
             self.drain_wakeups()
+        elif ready == [self.report_r]:
+            # Busy workers report thousands of lines a second: take them in batches, not one by one.
+            pause = self.last_woken + REPORT_BATCHING - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        self.last_woken = time.monotonic()
 
     def drain_wakeups(self) -> None:
         try:
