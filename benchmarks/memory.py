@@ -86,9 +86,11 @@ def settle(root: int, minimum: float) -> list[int]:
         before, total = pids, now
 
 
-def measure(servers: throughput.Servers, mode: str, minimum: float) -> list[tuple[int, str, dict[str, int]]]:
+def measure(
+    servers: throughput.Servers, mode: str, concurrency: int, minimum: float
+) -> list[tuple[int, str, dict[str, int]]]:
     throughput.truncate_jobs()
-    servers.start(mode, 1)
+    servers.start(mode, 1, concurrency)
     try:
         servers.wait_registered()
         root = servers.processes[0][0].pid
@@ -110,13 +112,12 @@ def main() -> int:
         "--settle", type=float, default=SETTLE, help=f"seconds idle before measuring ({SETTLE:g})"
     )
     args = parser.parse_args()
-    throughput.CONCURRENCY = args.concurrency
     servers = throughput.Servers()
     totals = []
     try:
         throughput.prepare_database()
         for mode in MODES:
-            rows = measure(servers, mode, args.settle)
+            rows = measure(servers, mode, args.concurrency, args.settle)
             print(
                 f"\nidle kojo_server --mode {mode} --concurrency {args.concurrency}: {len(rows)} processes\n"
             )
