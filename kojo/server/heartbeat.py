@@ -13,6 +13,7 @@ import os
 import socket
 from datetime import timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
 from kojo.conf import settings
@@ -32,14 +33,17 @@ def register_server(mode: str, concurrency: int, queues: list[str]) -> Server:
 def beat(server: Server, children: list[dict]) -> bool:
     """Renew the server's row and the jobs its live children run; False if the row is gone.
 
-    Only jobs with a live process here are renewed: a job whose process died while its ending could
-    not be recorded goes stale and is rescued like any orphan.
+    Only jobs with a live process here are renewed (running, or claimed ahead by a live worker): a job
+    whose process died while its ending could not be recorded goes stale and is rescued like any orphan.
     """
     now = timezone.now()
     alive = Server.objects.filter(pk=server.pk).update(heartbeat_at=now, children=children)
     running = [child["job_id"] for child in children if child.get("job_id") is not None]
-    if running:
-        Job.objects.filter(pk__in=running, state=JobState.WORKING).update(heartbeat_at=now)
+    # A live pooled worker also holds the jobs it claimed ahead (its pid is on them), unstarted yet.
+    workers = [child["pid"] for child in children if child.get("kind") == "worker"]
+    held = Q(pk__in=running) | Q(server_id=server.pk, pid__in=workers)
+    if running or workers:
+        Job.objects.filter(held, state=JobState.WORKING).update(heartbeat_at=now)
     return bool(alive)
 
 

@@ -197,3 +197,18 @@ def test_a_stream_of_important_jobs_does_not_starve_an_old_one(start_server, mak
         time.sleep(0.05)
     assert Job.objects.get(pk=old.pk).state == JobState.COMPLETE_SUCCESS
     assert Job.objects.filter(pk__in=[job.pk for job in important], state=JobState.WAITING).exists()
+
+
+@claims_ahead
+def test_jobs_claimed_behind_a_job_longer_than_the_heartbeat_timeout_are_not_orphaned(
+    start_server, make_job_type
+):
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
+    kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(30)])
+    slow = kojo.schedule(kind.type_code, {"seconds": 4.5})  # the tests' heartbeat timeout is 3 s
+    kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(20)])
+    start_server("--mode", "static", "--concurrency", "1")
+    wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 51, timeout=40)
+    assert Job.objects.get(pk=slow.pk).attempts == 1
+    assert not JobStateChange.objects.filter(outcome=Outcome.ORPHANED).exists()
+    assert JobStateChange.objects.filter(outcome=Outcome.INTERRUPTED).exists()  # handed back after it
