@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -125,11 +126,18 @@ class JobContext:
         return f"<JobContext job[{self.id} {self.type_code}] attempt {self.attempt}>"
 
 
+# A NUL character as JSON writes it (\u0000, not an escaped backslash followed by "u0000").
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def json_result(value: Any) -> Any:
     """Results are stored as JSON; anything else is a programming error worth a clear message."""
     if value is None:
         return None
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise TypeError(f"a job's result must be JSON: {error}") from None
+    if ESCAPED_NUL.search(text):
+        raise TypeError("a job's result must not contain NUL characters (PostgreSQL cannot store them)")
+    return json.loads(text)

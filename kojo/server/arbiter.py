@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, DataError, IntegrityError, connections
 from django.db.models import Case, F, Value, When
 
 from kojo import messaging
@@ -218,7 +218,7 @@ class Arbiter:
     def next_deadline_in(self) -> float:
         now = time.monotonic()
         soonest = settings.POLL_INTERVAL
-        if self.reported:
+        if self.reported and not self.db_backoff:
             soonest = self.reported_since + REPORTED_DELAY - now
         for child in self.children.values():
             if child.term_sent_at is not None:
@@ -258,6 +258,7 @@ class Arbiter:
 
     # --- children ---------------------------------------------------------------------------------
     def reap_children(self) -> None:
+        reaped = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -265,6 +266,12 @@ class Arbiter:
                 break
             if pid == 0:
                 break
+            reaped.append((pid, status))
+        if reaped:
+            # What the dead wrote before dying is in the pipe ("busy" or "done" lines): read it while
+            # they are still known children.
+            self.read_reports()
+        for pid, status in reaped:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
@@ -278,10 +285,11 @@ class Arbiter:
             if child.kind == "worker" or (child.kind == "job" and (status != 0 or child.kill_reason)):
                 self.unsettled.append((child, status))
         if self.unsettled:
-            # What the dead wrote before dying is in the pipe: a job that reported success did succeed.
-            self.read_reports()
+            # A job that reported success did succeed: record that before settling what is left, and
+            # settle nothing while it cannot be recorded (the job would look unstarted or crashed).
             self.flush_reported()
-            self.guarded(self.settle_all)
+            if not self.reported:
+                self.guarded(self.settle_all)
 
     def settle_all(self) -> None:
         """Settle reaped children's jobs; what the database refuses now is tried again next loop."""
@@ -308,8 +316,13 @@ class Arbiter:
     def settle_running(self, job: Job, child: Child, status: int) -> None:
         if child.kill_reason == "timeout":
             end_attempt(job, Outcome.TIMED_OUT, f"timed out after {child.timeout:g} s", actor=self.actor)
+        elif child.kill_reason == "abort" and not job.abort_requested_by:
+            # The kill was meant for a job claimed ahead that finished first; this one was not aborted.
+            requeue_interrupted(
+                job, "interrupted: stopped by an abort meant for another job", actor=self.actor
+            )
         elif child.kill_reason == "abort":
-            by = job.abort_requested_by or "an operator"
+            by = job.abort_requested_by
             transition(
                 job.pk,
                 JobState.CANCELED,
@@ -367,8 +380,29 @@ class Arbiter:
     def record_reported(self) -> None:
         """Record reported successes in one statement (in ``ondemand`` mode the claim usually carries
         them); kept for the next loop if the database is away."""
-        complete_reported(self.reported)
+        try:
+            complete_reported(self.reported)
+        except (DataError, IntegrityError):
+            # One report the database refuses must not hold back the others: record them one by one.
+            for report in self.reported:
+                self.record_one(report)
         self.reported = []
+
+    def record_one(self, report: ReportedSuccess) -> None:
+        try:
+            complete_reported([report])
+        except (DataError, IntegrityError) as error:
+            logger.error("job %s: its result could not be stored: %s", report.job_id, error)
+            transition(
+                report.job_id,
+                JobState.COMPLETE_FAILED,
+                expect=[JobState.WORKING],
+                outcome=Outcome.FAILED,
+                reason=f"the result could not be stored: {str(error).strip()}",
+                actor=report.actor,
+                strict=False,
+                where={"attempts": report.attempt},
+            )
 
     def kill_stuck_children(self) -> None:
         now = time.monotonic()

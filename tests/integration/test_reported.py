@@ -57,3 +57,17 @@ def test_a_claim_records_the_finished_jobs_in_its_transaction(make_job_type):
     # Nothing left to claim, or no free slot: the successes are still recorded.
     assert claim(1, finishing=[ReportedSuccess(next_job.pk, 1, None, "h:1")]) == []
     assert Job.objects.get(pk=next_job.pk).state == JobState.COMPLETE_SUCCESS
+
+
+@pytest.mark.parametrize("result", [{"name": "a\x00b"}, ["\x00"], "\x00"])
+def test_a_result_with_a_nul_character_is_refused_before_it_reaches_a_batch(result):
+    from kojo.runtime import json_result
+
+    with pytest.raises(TypeError, match="NUL"):
+        json_result(result)
+
+
+def test_a_backslash_before_u0000_is_no_nul():
+    from kojo.runtime import json_result
+
+    assert json_result({"path": "C:\\u0000"}) == {"path": "C:\\u0000"}
