@@ -135,4 +135,16 @@ def give_back_unstarted(job: Job, reason: str, *, actor: str = "") -> bool:
         strict=False,
         where={"attempts": job.attempts, "abort_requested_by__gt": ""},
     )
-    return aborted or requeue_interrupted(job, reason, actor=actor)
+    # Its place in the queue is kept (start_after unchanged): it never ran.
+    return aborted or transition(
+        job.pk,
+        JobState.WAITING,
+        expect=[JobState.WORKING],
+        outcome=Outcome.INTERRUPTED,
+        reason=reason,
+        actor=actor,
+        strict=False,
+        where={"attempts": job.attempts},
+        attempts=max(job.attempts - 1, 0),
+        pid=None,
+    )

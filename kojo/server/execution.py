@@ -30,14 +30,17 @@ RECORD_PATIENCE = 60.0
 
 
 def run_job(
-    job: Job, *, actor: str, report_success: Callable[[Any], bool] | None = None
+    job: Job,
+    *,
+    actor: str,
+    report_success: Callable[[Any], bool] | None = None,
+    unblock: frozenset[int] = frozenset(),
 ) -> JobContext:
     """Run ``job`` in this process and record its ending.
 
     ``report_success`` takes a plain success (the worker returned, asking for nothing) to be recorded
-    later with the next claim, in one transaction: a fork-per-job process hands it to its server, a
-    pooled worker keeps it for its own next claim. It returns False when it cannot, and the ending is
-    written here and now.
+    by the server with others in one statement: a fork-per-job process or a pooled worker sends it over
+    the server's pipe. It returns False when it cannot, and the ending is written here and now.
     """
     context = JobContext(job, actor=actor)
 
@@ -45,6 +48,8 @@ def run_job(
         context.abort_requested = True
 
     previous = signal.signal(signal.SIGTERM, request_abort)
+    # Signals the caller held back (a pooled worker between jobs) reach the job only from here on.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
     try:
         try:
             work = registry.resolve(job.job_type.worker)

@@ -6,8 +6,8 @@ timeouts and aborts by killing the worker's process group, exactly as it does fo
 record the worker's successes in batches.
 
 When its recent jobs were short, a worker claims several at once and runs them in turn (prefetch):
-one claim statement serves many jobs. A job that turns out slow hands the rest back to the queue, so
-short jobs never wait long behind it.
+one claim statement serves many jobs. When a job turns out slow, the worker hands the rest back to the
+queue as soon as that job ends: the jobs behind it wait for that one job, never for more.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from kojo.retries import give_back_unstarted
 from kojo.server import exitcodes
 from kojo.server.execution import run_job, with_db_retry
 from kojo.server.forking import fork_child
+from kojo.states import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 # SIGUSR2 = "finish the current job, then exit" (drain, reload, retirement).
 IDLE_SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGUSR2}
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGUSR2}
+TERM_ONLY = frozenset({signal.SIGTERM})
 # Weight of the latest job in the worker's moving average of run times.
 RECENT_WEIGHT = 0.2
 
@@ -70,12 +72,18 @@ class Worker:
         self.max_jobs, self.max_memory_mb = settings.MAX_JOBS_PER_WORKER, settings.MAX_WORKER_MEMORY_MB
 
     def run(self) -> None:
+        # A SIGTERM that arrives between two jobs, outside run_job's own handler, means "stop".
+        signal.signal(signal.SIGTERM, self.stop_requested)
         signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
         delay = settings.POLL_INTERVAL
+        unsure = False  # a claim failed: it may have committed with its answer lost
         while not self.stopping and os.getppid() == self.server_pid:
             if not self.claimed:
                 self.claims += 1
                 try:
+                    if unsure:
+                        self.give_back_lost_claims()
+                        unsure = False
                     self.claimed = claim(
                         1,
                         server_id=self.server_id,
@@ -86,6 +94,7 @@ class Worker:
                         prefetch=self.prefetch(),
                     )
                 except DatabaseError:
+                    unsure = True
                     logger.warning("worker %s: database unavailable, retrying in %.1f s", self.pid, delay)
                     connections.close_all()
                     self.idle(delay)
@@ -100,6 +109,18 @@ class Worker:
                 break
         self.report("idle")  # pending successes first: they must not wait on the hand-back
         self.hand_back(f"not started: worker {self.pid} stopped")
+
+    def stop_requested(self, signum, frame) -> None:
+        self.stopping = True
+
+    def give_back_lost_claims(self) -> None:
+        """Jobs a failed claim took after all (it committed, its answer was lost) carry this worker's
+        pid but are not held: return them, or they would stay working as long as the worker lives."""
+        lost = Job.objects.filter(state=JobState.WORKING, server_id=self.server_id, pid=self.pid)
+        for job in lost:
+            give_back_unstarted(
+                job, f"not started: worker {self.pid} lost its claim's answer", actor=self.actor
+            )
 
     def prefetch(self) -> int:
         """Jobs to claim at once: as many as fit PREFETCH_WINDOW at the recent average run time."""
@@ -118,11 +139,12 @@ class Worker:
     def work(self, job: Job) -> None:
         timeout = job.job_type.timeout_delta
         self.report(f"busy {job.pk} {job.attempts} {timeout.total_seconds() if timeout else 0}")
-        # While the job runs, SIGTERM reaches run_job's handler (abort requested), not the idle wait.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         started = time.monotonic()
         try:
-            context = run_job(job, actor=self.actor, report_success=self.report_success(job))
+            # While the job runs, SIGTERM reaches run_job's handler (abort requested), not the idle wait.
+            context = run_job(
+                job, actor=self.actor, report_success=self.report_success(job), unblock=TERM_ONLY
+            )
         finally:
             signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
             self.jobs_done += 1
