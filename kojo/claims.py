@@ -178,8 +178,8 @@ WITH {finishing} candidates AS ({candidates}),
 {marking}
 SELECT (SELECT bool_or(candidates.needs_admission) FROM candidates), {done}, {job_columns}, {type_columns}
 FROM (VALUES (1)) AS one
-LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY job_type_id) AS nth FROM claimed) AS claimed ON true
-LEFT JOIN kojo_job_type AS job_type ON job_type.id = claimed.job_type_id AND claimed.nth = 1
+LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY job_type_id) AS nth FROM claimed) AS taken ON true
+LEFT JOIN kojo_job_type AS job_type ON job_type.id = taken.job_type_id AND taken.nth = 1
 """
 
 
@@ -210,7 +210,7 @@ def claim_in_one_statement(
         done = "(SELECT array_agg(id ORDER BY id) FROM done), "
         done += "(SELECT array_agg(type_code ORDER BY id) FROM done)"
     params += [now if param is DUE_BY else param for param in candidate_params]
-    # Qualified names: an unqualified "id" here would silently mean the updated row's own id.
+    # Only when no candidate needs admission; names qualified, to read unambiguously in the UPDATE.
     chosen = "ARRAY(SELECT candidates.id FROM candidates WHERE NOT "
     chosen += "(SELECT bool_or(candidates.needs_admission) FROM candidates))"
     marking, marking_params = mark_working_ctes(chosen, [], set(), fields, actor_of(host, pid))
@@ -219,7 +219,7 @@ def claim_in_one_statement(
         candidates=candidates,
         marking=marking,
         done=done,
-        job_columns=", ".join(column_names(Job, "claimed")),
+        job_columns=", ".join(column_names(Job, "taken")),
         type_columns=", ".join(column_names(JobType, "job_type")),
     )
     with connections[using].cursor() as cursor:
@@ -255,7 +255,10 @@ def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots
     )
     # Compiling a locking query asks for a transaction; nothing is sent to the database.
     with transaction.atomic(using=using):
-        return query.query.get_compiler(using).as_sql()
+        sql, params = query.query.get_compiler(using).as_sql()
+    if sum(param is DUE_BY for param in params) != 1:
+        raise RuntimeError("the compiled candidate query lost its placeholder for the current time")
+    return sql, params
 
 
 def column_names(model: type[Model], table: str = "") -> list[str]:

@@ -144,7 +144,9 @@ def listen(
                 subscriber.fileno()
                 continue
             for _, message in subscriber.messages(timeout=wait):
-                for change in message.get("changes", ()):
+                # One message per commit; a message that is itself one change came from an older node.
+                changes = message["changes"] if "changes" in message else [message]
+                for change in changes:
                     event = {**change, "at": message.get("at")}
                     if matches(event, filter) and callback(event) is False:
                         return

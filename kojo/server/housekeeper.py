@@ -28,6 +28,8 @@ from kojo.server.forking import fork_child
 from kojo.server.heartbeat import forget_dead_servers, rescue_orphans
 
 logger = logging.getLogger(__name__)
+# Seconds between two looks at whether the job table needs analyzing (the first pass looks at once).
+ANALYSIS_EVERY = 10.0
 
 
 def spawn_housekeeper(*, server_pid: int, host: str) -> int:
@@ -44,7 +46,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     delay = settings.HOUSEKEEPING_INTERVAL
-    last_prune = 0.0
+    last_prune = last_analysis = 0.0
     leadership = Leadership()
     while not stopping and os.getppid() == server_pid:
         started = time.monotonic()
@@ -55,12 +57,14 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             schedule_due_ticks(actor=actor)
             schedule_due_recurrences(actor=actor)
             rescue_orphans(actor=actor)
-            refresh_statistics()
             if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
                 prune_expired()
                 forget_dead_servers()
                 last_prune = started
             delay = settings.HOUSEKEEPING_INTERVAL
+            if started - last_analysis > ANALYSIS_EVERY:
+                last_analysis = started
+                refresh_statistics()
         except DatabaseError as error:
             logger.warning(
                 "housekeeping: database unavailable (%s), retrying in %.1f s", str(error).strip(), delay
