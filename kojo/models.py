@@ -188,6 +188,12 @@ class Job(models.Model):
                 name="kojo_job_claimable",
                 condition=Q(state=JobState.WAITING),
             ),
+            # The claim that now and then ignores importance (oldest first), so nothing starves.
+            models.Index(
+                fields=["start_after", "id"],
+                name="kojo_job_oldest_waiting",
+                condition=Q(state=JobState.WAITING),
+            ),
             # Per-type counts (schedule limits, dashboards) and the admin's state filter.
             models.Index(fields=["job_type", "state"], name="kojo_job_type_state"),
             models.Index(fields=["state", "state_changed_at"], name="kojo_job_state_changed"),
