@@ -47,6 +47,8 @@ BOOT_WINDOW, BOOT_FAILURES = 1.0, 5
 REPORT_BATCHING = 0.002
 # Seconds an abort message for a job no child runs is kept, in case a worker claimed it ahead.
 ABORT_MEMORY = 60.0
+# Seconds between tries to record reported successes while the database is away.
+REPORTED_RETRY = 0.5
 # Reported successes are recorded together once the oldest has waited this long (seconds), or sooner
 # with the next claim.
 REPORTED_DELAY = 0.01
@@ -218,7 +220,7 @@ class Arbiter:
     def next_deadline_in(self) -> float:
         now = time.monotonic()
         soonest = settings.POLL_INTERVAL
-        if self.reported and not self.db_backoff:
+        if self.reported:
             soonest = self.reported_since + REPORTED_DELAY - now
         for child in self.children.values():
             if child.term_sent_at is not None:
@@ -379,13 +381,16 @@ class Arbiter:
 
     def record_reported(self) -> None:
         """Record reported successes in one statement (in ``ondemand`` mode the claim usually carries
-        them); kept for the next loop if the database is away."""
+        them); kept if the database is away, and tried again after a pause."""
         try:
             complete_reported(self.reported)
         except (DataError, IntegrityError):
             # One report the database refuses must not hold back the others: record them one by one.
             for report in self.reported:
                 self.record_one(report)
+        except DatabaseError:
+            self.reported_since = time.monotonic() + REPORTED_RETRY  # due again after a pause
+            raise
         self.reported = []
 
     def record_one(self, report: ReportedSuccess) -> None:
@@ -520,7 +525,8 @@ class Arbiter:
         if now - self.last_beat < settings.HEARTBEAT_INTERVAL:
             return
         self.last_beat = now
-        if not beat(self.server, self.describe_children()):
+        # Jobs whose success waits to be recorded are still this server's: keep them from orphan rescue.
+        if not beat(self.server, self.describe_children(), [report.job_id for report in self.reported]):
             logger.error("server[%s]: my server row is gone (declared dead?); registering again", self.pid)
             self.server = register_server(self.mode, self.concurrency, self.queues)
         running = {child.job_id: child for child in self.job_children() if child.job_id is not None}

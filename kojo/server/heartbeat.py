@@ -30,15 +30,17 @@ def register_server(mode: str, concurrency: int, queues: list[str]) -> Server:
     )
 
 
-def beat(server: Server, children: list[dict]) -> bool:
+def beat(server: Server, children: list[dict], finished: list[int] | tuple = ()) -> bool:
     """Renew the server's row and the jobs its live children run; False if the row is gone.
 
-    Only jobs with a live process here are renewed (running, or claimed ahead by a live worker): a job
-    whose process died while its ending could not be recorded goes stale and is rescued like any orphan.
+    Only jobs with a live process here are renewed (running, or claimed ahead by a live worker), and
+    the ``finished`` ones whose reported success this server has yet to record: a job whose process died
+    while its ending could not be recorded goes stale and is rescued like any orphan.
     """
     now = timezone.now()
     alive = Server.objects.filter(pk=server.pk).update(heartbeat_at=now, children=children)
     running = [child["job_id"] for child in children if child.get("job_id") is not None]
+    running += finished
     # A live pooled worker also holds the jobs it claimed ahead (its pid is on them), unstarted yet.
     workers = [child["pid"] for child in children if child.get("kind") == "worker"]
     held = Q(pk__in=running) | Q(server_id=server.pk, pid__in=workers)
