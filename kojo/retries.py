@@ -103,9 +103,11 @@ def end_attempt(
     return target
 
 
-def requeue_interrupted(job: Job, reason: str, *, actor: str = "") -> bool:
+def requeue_interrupted(job: Job, reason: str, *, actor: str = "", keep_place: bool = False) -> bool:
     """A job stopped by its server's shutdown goes back to waiting; it was not the job's fault, so the
-    attempt is given back."""
+    attempt is given back. It is due at once, or, with ``keep_place``, keeps its start time and so its
+    place in the queue."""
+    due = {} if keep_place else {"start_after": timezone.now()}
     return transition(
         job.pk,
         JobState.WAITING,
@@ -116,8 +118,8 @@ def requeue_interrupted(job: Job, reason: str, *, actor: str = "") -> bool:
         strict=False,
         where={"attempts": job.attempts},
         attempts=max(job.attempts - 1, 0),
-        start_after=timezone.now(),
         pid=None,
+        **due,
     )
 
 
@@ -135,16 +137,5 @@ def give_back_unstarted(job: Job, reason: str, *, actor: str = "") -> bool:
         strict=False,
         where={"attempts": job.attempts, "abort_requested_by__gt": ""},
     )
-    # Its place in the queue is kept (start_after unchanged): it never ran.
-    return aborted or transition(
-        job.pk,
-        JobState.WAITING,
-        expect=[JobState.WORKING],
-        outcome=Outcome.INTERRUPTED,
-        reason=reason,
-        actor=actor,
-        strict=False,
-        where={"attempts": job.attempts},
-        attempts=max(job.attempts - 1, 0),
-        pid=None,
-    )
+    # It never ran: it keeps its place in the queue.
+    return aborted or requeue_interrupted(job, reason, actor=actor, keep_place=True)
