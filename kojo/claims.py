@@ -219,8 +219,8 @@ def claim_in_one_statement(
         candidates=candidates,
         marking=marking,
         done=done,
-        job_columns=", ".join(column_names(Job, "taken")),
-        type_columns=", ".join(column_names(JobType, "job_type")),
+        job_columns=column_names(Job, "taken"),
+        type_columns=column_names(JobType, "job_type"),
     )
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params + marking_params)
@@ -261,9 +261,11 @@ def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots
     return sql, params
 
 
-def column_names(model: type[Model], table: str = "") -> list[str]:
+@functools.cache
+def column_names(model: type[Model], table: str = "") -> str:
+    """The model's concrete columns, in field order, as a SELECT or RETURNING list."""
     prefix = f"{table}." if table else ""
-    return [f'{prefix}"{field.column}"' for field in model._meta.concrete_fields]
+    return ", ".join(f'{prefix}"{field.column}"' for field in model._meta.concrete_fields)
 
 
 def from_row(model: type[Model], values: Sequence[Any], using: str) -> Model:
@@ -378,7 +380,7 @@ def mark_working_ctes(
 ) -> tuple[str, list[Any]]:
     """The SQL of MARK_WORKING_CTES taking the jobs ``chosen`` selects, and its parameters."""
     now, waiting, working = fields["started_at"], JobState.WAITING, JobState.WORKING
-    sql = MARK_WORKING_CTES.format(chosen=chosen, columns=", ".join(column_names(Job)))
+    sql = MARK_WORKING_CTES.format(chosen=chosen, columns=column_names(Job))
     params = [working, now, now, now, fields["server_id"], fields["host"], fields["pid"], sorted(singletons)]
     return sql, [*params, *chosen_params, waiting, waiting, working, actor, now]
 
