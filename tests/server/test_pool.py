@@ -138,9 +138,13 @@ def test_sigkill_of_a_worker_returns_the_jobs_it_had_not_started(start_server, m
     assert set(Job.objects.filter(job_type=quick_kind).values_list("attempts", flat=True)) == {1}
 
 
-def claimed_ahead_behind(slow: Job, server_kwargs: dict, start_server) -> Job:
-    """Start one single-worker server and wait until ``slow`` runs (the server's heartbeat lists it);
-    return the job claimed right behind it: working, not started."""
+def claimed_ahead_behind(start_server, kind, behind: list[dict], **server_kwargs: str) -> Job:
+    """Queue 30 quick jobs of ``kind``, a 1.5 s one, then ``behind``; start one single-worker server
+    and wait until the slow job runs (the server's heartbeat lists it); return the job claimed right
+    behind it: working, not started."""
+    kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(30)])
+    slow = kojo.schedule(kind.type_code, {"seconds": 1.5})
+    kojo.schedule_many(kind.type_code, behind)
     server = start_server("--mode", "static", "--concurrency", "1", **server_kwargs)
 
     def running() -> bool:
@@ -148,18 +152,15 @@ def claimed_ahead_behind(slow: Job, server_kwargs: dict, start_server) -> Job:
         return any(child["job_id"] == slow.pk for child in (row.children if row else []))
 
     wait_for(running, message="the slow job to run")
-    behind = Job.objects.filter(pk__gt=slow.pk, state=JobState.WORKING).order_by("pk").first()
-    assert behind is not None, "the worker claimed jobs ahead, behind the slow one"
-    return behind
+    target = Job.objects.filter(pk__gt=slow.pk, state=JobState.WORKING).order_by("pk").first()
+    assert target is not None, "the worker claimed jobs ahead, behind the slow one"
+    return target
 
 
 @claims_ahead
 def test_an_abort_of_a_job_claimed_ahead_cancels_it_when_handed_back(start_server, make_job_type):
-    quick = make_job_type(worker="tests.kojo_jobs.sleep")
-    kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(30)])
-    slow = kojo.schedule(quick.type_code, {"seconds": 1.5})
-    kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(20)])
-    target = claimed_ahead_behind(slow, {}, start_server)
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
+    target = claimed_ahead_behind(start_server, kind, [{"seconds": 0} for _ in range(20)])
     assert kojo.abort(target.pk, by="test") is False  # working: handed to its server
     wait_for(lambda: Job.objects.filter(pk=target.pk, state=JobState.CANCELED).exists())
     change = JobStateChange.objects.get(job=target, to_state=JobState.CANCELED)
@@ -170,13 +171,11 @@ def test_an_abort_of_a_job_claimed_ahead_cancels_it_when_handed_back(start_serve
 
 @claims_ahead
 def test_an_abort_of_a_job_claimed_ahead_stops_it_as_it_starts(start_server, make_job_type):
-    quick = make_job_type(worker="tests.kojo_jobs.sleep")
-    kojo.schedule_many(quick.type_code, [{"seconds": 0} for _ in range(30)])
-    slow = kojo.schedule(quick.type_code, {"seconds": 1.5})
-    kojo.schedule_many(quick.type_code, [{"seconds": 0.05} for _ in range(5)])
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
     # A long window: the slow job hands nothing back, so the aborted job does start.
-    settings = {"KOJO_TEST_SET_PREFETCH_WINDOW": "10"}
-    target = claimed_ahead_behind(slow, settings, start_server)
+    target = claimed_ahead_behind(
+        start_server, kind, [{"seconds": 0.05} for _ in range(5)], KOJO_TEST_SET_PREFETCH_WINDOW="10"
+    )
     assert kojo.abort(target.pk, by="test") is False
     wait_for(lambda: Job.objects.filter(pk=target.pk, state=JobState.CANCELED).exists())
     change = JobStateChange.objects.get(job=target, to_state=JobState.CANCELED)
