@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
@@ -61,6 +63,8 @@ MAX_PASSES = 8
 # One claim in this many (per server or pooled worker) ignores importance and takes the oldest due
 # jobs, so that a steady stream of important jobs cannot starve the rest.
 OLDEST_FIRST_EVERY = 10
+# Seconds a claimer keeps looking for the jobs of a claim that failed: by then it committed or never will.
+LOST_CLAIM_WATCH = 60.0
 
 
 def claim(
@@ -73,6 +77,7 @@ def claim(
     oldest_first: bool = False,
     finishing: Sequence[ReportedSuccess] = (),
     prefetch: int = 0,
+    token: int | None = None,
     using: str = "default",
 ) -> list[Job]:
     """Take up to ``slots`` due jobs for this server and mark them working; return them.
@@ -81,7 +86,9 @@ def claim(
     then so that a steady stream of important jobs cannot starve the rest. ``finishing`` are successes
     reported by this server's processes, recorded in the same transaction: one commit per round.
     ``prefetch`` lets a pooled worker take up to that many jobs at once to run one after another, but
-    only when none of them needs admission (PostgreSQL's one-statement claim).
+    only when none of them needs admission (PostgreSQL's one-statement claim). ``token``, chosen by the
+    claimer before it sends the claim, is written on every job taken, so that a claimer whose claim
+    failed can find what it took after all (``lost_claims``).
     """
     if slots <= 0:
         complete_reported(list(finishing), using=using)
@@ -95,6 +102,7 @@ def claim(
             queues=tuple(queues or ()),
             oldest_first=oldest_first,
             finishing=finishing,
+            token=token,
             using=using,
         )
         if jobs is not None:
@@ -126,7 +134,42 @@ def claim(
             window_size *= 2
         if not admission.chosen:
             return []
-        return mark_working(admission, server_id=server_id, host=host, pid=pid, using=using)
+        return mark_working(admission, server_id=server_id, host=host, pid=pid, token=token, using=using)
+
+
+def new_token() -> int:
+    """A claim's token: random, so no two claims anywhere share one."""
+    return secrets.randbits(63)
+
+
+class UnsureClaims:
+    """The tokens of a claimer's claims that failed without an answer. Such a claim may have committed
+    (its answer lost on the way back): the jobs it took carry its token, never started, and are the
+    claimer's to run; no attempt is charged for the loss and no job that ran is ever given back. A
+    token is looked for until the claim can no longer commit (LOST_CLAIM_WATCH)."""
+
+    def __init__(self) -> None:
+        self.until: dict[int, float] = {}
+
+    def failed(self, token: int) -> None:
+        self.until[token] = time.monotonic() + LOST_CLAIM_WATCH
+
+    def recover(self, *, server_id: int | None, using: str = "default") -> list[Job]:
+        """The jobs those claims took, in claim order; none (and no query) when no claim failed."""
+        now = time.monotonic()
+        self.until = {token: until for token, until in self.until.items() if until > now}
+        if not self.until:
+            return []
+        jobs = list(
+            Job.objects.using(using)
+            .select_related("job_type")
+            .filter(state=JobState.WORKING, server_id=server_id, claim_token__in=list(self.until))
+            .order_by(*claim_order(False))
+        )
+        for job in jobs:
+            logger.warning("job %s: taken by a claim whose answer was lost; running it", job.pk)
+            self.until.pop(job.claim_token, None)
+        return jobs
 
 
 @functools.cache
@@ -192,6 +235,7 @@ def claim_in_one_statement(
     queues: tuple[str, ...],
     oldest_first: bool,
     finishing: Sequence[ReportedSuccess],
+    token: int | None,
     using: str,
 ) -> list[Job] | None:
     """PostgreSQL's common case as one statement, one round trip and one commit: record ``finishing``,
@@ -200,7 +244,7 @@ def claim_in_one_statement(
     full claim decides then.
     """
     now = timezone.now()
-    fields = working_fields(now, server_id, host, pid)
+    fields = working_fields(now, server_id, host, pid, token)
     candidates, candidate_params = candidate_sql(using, queues, oldest_first, slots)
     params: list[Any] = []
     finishing_ctes, done = "", "NULL, NULL"
@@ -288,13 +332,17 @@ def actor_of(host: str, pid: int | None) -> str:
     return f"{host}:{pid}" if host else ""
 
 
-def working_fields(now: datetime, server_id: int | None, host: str, pid: int | None) -> dict[str, Any]:
+def working_fields(
+    now: datetime, server_id: int | None, host: str, pid: int | None, token: int | None
+) -> dict[str, Any]:
+    """What a claim writes on each job it takes, besides the new fence, the attempt and the claim's
+    heartbeat (the database's time)."""
     return {
         "state": JobState.WORKING,
         "state_changed_at": now,
         "started_at": now,
-        "heartbeat_at": now,
         "server_id": server_id,
+        "claim_token": token,
         "host": host,
         "pid": pid,
         "progress": None,
@@ -307,12 +355,12 @@ def claimed_change(job: Job) -> dict[str, Any]:
 
 
 def mark_working(
-    admission: Admission, *, server_id: int | None, host: str, pid: int | None, using: str
+    admission: Admission, *, server_id: int | None, host: str, pid: int | None, token: int | None, using: str
 ) -> list[Job]:
     jobs = admission.chosen
     # Stamped after the limits were counted under lock, so the changelog's intervals never overlap
     # beyond a limit even though the candidates were read a moment earlier.
-    fields = working_fields(timezone.now(), server_id, host, pid)
+    fields = working_fields(timezone.now(), server_id, host, pid, token)
     actor = actor_of(host, pid)
     write = mark_in_one_statement if connections[using].vendor == "postgresql" else mark_with_orm
     claimed = write([job.pk for job in jobs], admission.singletons, fields, actor, using=using)
@@ -321,7 +369,7 @@ def mark_working(
     for job in jobs:
         for name, value in fields.items():
             setattr(job, name, value)
-        job.attempts, job.singleton = claimed[job.pk]
+        job.attempts, job.singleton, job.fence, job.heartbeat_at = claimed[job.pk]
     announce([claimed_change(job) for job in jobs], using=using)
     return jobs
 
@@ -329,19 +377,22 @@ def mark_working(
 def mark_with_orm(
     ids: list[int], singletons: set[int], fields: dict[str, Any], actor: str, *, using: str
 ) -> dict[int, tuple[int, bool]]:
-    """The conditional UPDATE and the changelog rows; returns each job taken: (attempt, singleton)."""
+    """The conditional UPDATE and the changelog rows; returns each job taken: (attempt, singleton,
+    fence)."""
     Job.objects.using(using).filter(pk__in=ids, state=JobState.WAITING).update(
         attempts=F("attempts") + 1,
+        fence=F("fence") + 1,
+        heartbeat_at=Now(),
         singleton=Case(When(job_type_id__in=singletons, then=Value(True)), default=Value(False))
         if singletons
         else False,
         **fields,
     )
     claimed = {
-        pk: (attempts, singleton)
-        for pk, attempts, singleton in Job.objects.using(using)
+        pk: rest
+        for pk, *rest in Job.objects.using(using)
         .filter(pk__in=ids, state=JobState.WORKING, started_at=fields["started_at"], pid=fields["pid"])
-        .values_list("pk", "attempts", "singleton")
+        .values_list("pk", "attempts", "singleton", "fence", "heartbeat_at")
     }
     JobStateChange.objects.using(using).bulk_create(
         JobStateChange(
@@ -353,7 +404,7 @@ def mark_with_orm(
             attempt=attempts,
             at=fields["started_at"],
         )
-        for pk, (attempts, _) in claimed.items()
+        for pk, (attempts, *_) in claimed.items()
     )
     return claimed
 
@@ -363,9 +414,9 @@ def mark_with_orm(
 MARK_WORKING_CTES = """
 claimed AS (
     UPDATE kojo_job
-    SET state = %s, state_changed_at = %s, started_at = %s, heartbeat_at = %s, server_id = %s, host = %s,
-        pid = %s, progress = NULL, abort_requested_by = '', attempts = attempts + 1,
-        singleton = job_type_id = ANY(%s::bigint[])
+    SET state = %s, state_changed_at = %s, started_at = %s, heartbeat_at = statement_timestamp(),
+        server_id = %s, claim_token = %s, host = %s, pid = %s, progress = NULL, abort_requested_by = '',
+        attempts = attempts + 1, fence = fence + 1, singleton = job_type_id = ANY(%s::bigint[])
     WHERE id = ANY({chosen}) AND state = %s
     RETURNING {columns}
 ),
@@ -381,7 +432,8 @@ def mark_working_ctes(
     """The SQL of MARK_WORKING_CTES taking the jobs ``chosen`` selects, and its parameters."""
     now, waiting, working = fields["started_at"], JobState.WAITING, JobState.WORKING
     sql = MARK_WORKING_CTES.format(chosen=chosen, columns=column_names(Job))
-    params = [working, now, now, now, fields["server_id"], fields["host"], fields["pid"], sorted(singletons)]
+    params = [working, now, now, fields["server_id"], fields["claim_token"], fields["host"], fields["pid"]]
+    params.append(sorted(singletons))
     return sql, [*params, *chosen_params, waiting, waiting, working, actor, now]
 
 
@@ -391,8 +443,9 @@ def mark_in_one_statement(
     """PostgreSQL holds the chosen rows locked: every one is taken."""
     ctes, params = mark_working_ctes("%s::bigint[]", [ids], singletons, fields, actor)
     with connections[using].cursor() as cursor:
-        cursor.execute(f"WITH {ctes} SELECT id, attempts, singleton FROM claimed", params)
-        return {pk: (attempts, singleton) for pk, attempts, singleton in cursor.fetchall()}
+        returned = "id, attempts, singleton, fence, heartbeat_at"
+        cursor.execute(f"WITH {ctes} SELECT {returned} FROM claimed", params)
+        return {pk: rest for pk, *rest in cursor.fetchall()}
 
 
 class Admission:

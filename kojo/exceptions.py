@@ -45,6 +45,10 @@ class WaitingLimitReached(KojoError):
     """The job type already has as many waiting jobs as its schedule_limit_allowance allows."""
 
 
+class RunTakenOver(KojoError):
+    """This run no longer holds its job: it was rescued, ended or claimed again (its fence moved on)."""
+
+
 class UnknownWorker(KojoError, LookupError):
     """The worker is not a registered kojo worker."""
 

@@ -151,6 +151,11 @@ class Job(models.Model):
     importance = models.SmallIntegerField(default=0)
     start_after = models.DateTimeField(default=timezone.now, help_text="The job is not claimed before this.")
     attempts = models.PositiveIntegerField(default=0, help_text="Times a process started this job.")
+    # The run token. Every claim moves it on and so does a rescue, and nothing ever moves it back, so
+    # each run holds a number no other run of this job had: every write of a run is conditional on it.
+    fence = models.PositiveBigIntegerField(default=0, editable=False)
+    # Chosen by the claimer before it sends its claim: a claim whose answer was lost finds its jobs by it.
+    claim_token = models.BigIntegerField(null=True, blank=True, editable=False)
     max_attempts = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Overrides the type's.")
     # Set when claimed: mirrors the type's can_work_in_parallel=False, so the database can forbid overlap.
     singleton = models.BooleanField(default=False)
@@ -175,7 +180,12 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last keep-alive of a working job.")
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The database's time of the claim or the job's latest progress report; the server's "
+        "own heartbeat keeps a working job alive.",
+    )
     delete_after = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -262,7 +272,8 @@ class JobStateChange(models.Model):
 
 
 class Server(models.Model):
-    """A running kojo_server process tree; its heartbeat tells other servers it is alive."""
+    """A running kojo_server process tree. Its heartbeat is the lease on every job it runs: while the row
+    is fresh by the database's clock, none of them is rescued."""
 
     host = models.CharField(max_length=255)
     pid = models.IntegerField()
@@ -270,6 +281,7 @@ class Server(models.Model):
     concurrency = models.PositiveIntegerField(default=0)
     queues = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
+    # Written with the database's clock and judged with it: the lease on every run this server holds.
     heartbeat_at = models.DateTimeField(default=timezone.now)
     stopping = models.BooleanField(default=False)
     # What each child runs, refreshed with the heartbeat: [{"pid": ..., "job_id": ..., "type_code": ...}].

@@ -12,6 +12,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -65,18 +66,25 @@ def end_attempt(
     error: str = "",
     traceback: str = "",
     actor: str = "",
-    attempts: int | None = None,
     retry: bool = True,
+    when: Q | None = None,
+    skip_locked: bool = False,
+    revoke: bool = False,
 ) -> JobState | None:
-    """Record a failed attempt and retry or fail the job by its policy; return the new state.
+    """Record a failed attempt of the run ``job`` holds (its fence) and retry or fail the job by its
+    policy; return the new state.
 
-    Returns None when the job was no longer working for this attempt (someone else ended it).
+    Returns None when that run was no longer working (someone else ended it or took it over). A rescue
+    passes ``when`` (staleness, checked again as it acts), ``skip_locked`` and ``revoke``, which moves
+    the fence on: the run it takes over can write nothing more.
     """
     job_type = job.job_type
-    attempts = job.attempts if attempts is None else attempts
+    attempts = job.attempts
     max_attempts = job.max_attempts or job_type.max_attempts
     fields: dict[str, Any] = {"error": error or reason, "traceback": traceback, "pid": None}
-    where = {"attempts": attempts}
+    if revoke:
+        fields["fence"] = F("fence") + 1
+    where = {"fence": job.fence}
     if retry and attempts < max_attempts:
         delay = retry_delay(job_type, attempts)
         target = JobState.WAITING
@@ -95,6 +103,8 @@ def end_attempt(
         actor=actor,
         strict=False,
         where=where,
+        when=when,
+        skip_locked=skip_locked,
         **fields,
     )
     if not changed:
@@ -116,7 +126,7 @@ def requeue_interrupted(job: Job, reason: str, *, actor: str = "", keep_place: b
         reason=reason,
         actor=actor,
         strict=False,
-        where={"attempts": job.attempts},
+        where={"fence": job.fence},
         attempts=max(job.attempts - 1, 0),
         pid=None,
         **due,
@@ -135,7 +145,7 @@ def give_back_unstarted(job: Job, reason: str, *, actor: str = "") -> bool:
         reason=f"aborted before it started ({reason})",
         actor=actor,
         strict=False,
-        where={"attempts": job.attempts, "abort_requested_by__gt": ""},
+        where={"fence": job.fence, "abort_requested_by__gt": ""},
     )
     # It never ran: it keeps its place in the queue.
     return aborted or requeue_interrupted(job, reason, actor=actor, keep_place=True)

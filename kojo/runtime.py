@@ -2,8 +2,13 @@
 
 Each request (complete success or failed, retry, hold) is applied at once through the state machine,
 on the job process's connection: called inside ``transaction.atomic()`` it commits or rolls back with
-the job's own writes and with any jobs it schedules, which makes the job its own outbox. A request can
-only end this attempt: once it has been applied, later requests raise IllegalTransition.
+the job's own writes and with any jobs it schedules, which makes the job its own outbox. The job counts
+as ended only once that transaction commits: if it rolls back, so does the ending, and what the job
+does next (an exception, say) is the attempt's outcome. A request can only end this run: once it has
+been applied, later requests raise IllegalTransition.
+
+Every write is conditional on the run's fence (``job.fence``), a number no other run of this job ever
+holds. ``job.fenced()`` makes the job's own writes conditional on it too.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import json
 import logging
 import re
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.utils import timezone
+from django.db import transaction
 
+from kojo import clock
 from kojo.conf import settings
+from kojo.exceptions import RunTakenOver
 from kojo.models import Job
 from kojo.scheduling import schedule, start_time
 from kojo.states import JobState, Outcome
@@ -42,6 +50,8 @@ class JobContext:
         self.params: dict[str, Any] = job.params
         self.type_code: str = job.job_type.type_code
         self.attempt: int = job.attempts
+        # The run's token: only this run's writes carry it, and a run taken over has lost it.
+        self.fence: int = job.fence
         self.logger = JobLogger(logger, {"job_id": job.pk, "type_code": self.type_code})
         self.ended: JobState | None = None
         self.abort_requested = False  # set by the job process's SIGTERM handler
@@ -60,10 +70,11 @@ class JobContext:
             outcome=outcome,
             reason=reason,
             actor=self.actor,
-            where={"attempts": self.attempt},
+            where={"fence": self.fence},
             **fields,
         )
-        self.ended = target
+        # Ended once the ending commits (at once outside a transaction); a rollback undoes it.
+        transaction.on_commit(lambda: setattr(self, "ended", target))
 
     def complete_success(self, result: Any = None) -> None:
         """Finish well now, keeping ``result`` (JSON) on the job."""
@@ -105,9 +116,7 @@ class JobContext:
         if now - self._last_progress_write < settings.PROGRESS_MIN_INTERVAL and value < 100:
             return
         self._last_progress_write = now
-        Job.objects.filter(pk=self.id, state=JobState.WORKING, attempts=self.attempt).update(
-            progress=value, heartbeat_at=timezone.now()
-        )
+        self._held().update(progress=value, heartbeat_at=clock.now())
 
     def should_abort(self) -> bool:
         """True once an operator asked to abort this job, or its server is stopping it."""
@@ -118,9 +127,28 @@ class JobContext:
             self._last_abort_check = now
             self.abort_requested = (
                 Job.objects.filter(pk=self.id).exclude(abort_requested_by="").exists()
-                or not Job.objects.filter(pk=self.id, state=JobState.WORKING, attempts=self.attempt).exists()
+                or not self._held().exists()
             )
         return self.abort_requested
+
+    def _held(self):
+        return Job.objects.filter(pk=self.id, state=JobState.WORKING, fence=self.fence)
+
+    @contextmanager
+    def fenced(self, using: str = "default"):
+        """A transaction in which this run still holds its job, and keeps holding it until commit::
+
+            with job.fenced():
+                Invoice.objects.filter(pk=invoice_id).update(sent=True)
+
+        The job's row is locked first; if this run was taken over (rescued, ended, claimed
+        again), ``RunTakenOver`` is raised and nothing in the block is written. No rescue can move the
+        fence on before the block commits, so its writes are this run's, or nobody's.
+        """
+        with transaction.atomic(using=using):
+            if not self._held().using(using).select_for_update().values_list("pk").first():
+                raise RunTakenOver(f"job {self.id}: run {self.fence} no longer holds the job")
+            yield
 
     def __repr__(self) -> str:
         return f"<JobContext job[{self.id} {self.type_code}] attempt {self.attempt}>"

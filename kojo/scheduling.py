@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from kojo.conf import settings
@@ -191,11 +191,22 @@ def enabled_job_type(type_code: str, *, using: str = "default") -> JobType:
     return job_type
 
 
+# High half of the PostgreSQL advisory lock keys kojo takes ("kojo" in ASCII); the low half is the id.
+ADVISORY_NAMESPACE = 0x6B6F6A6F << 32
+
+
 def check_allowance(job_type: JobType, *, adding: int = 1, using: str) -> None:
-    """Refuse jobs beyond schedule_limit_allowance; the type row lock makes concurrent callers queue."""
+    """Refuse jobs beyond schedule_limit_allowance, race-safe: callers scheduling jobs of one type
+    queue on an advisory lock of their own until their transaction ends, and count after taking it.
+    Claims never take that lock, so a view's long transaction never holds up a server (on SQLite,
+    IMMEDIATE transactions serialise writers anyway)."""
     if not job_type.schedule_limit_allowance:
         return
-    JobType.objects.using(using).select_for_update().filter(pk=job_type.pk).values_list("pk").first()
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            key = ADVISORY_NAMESPACE | (job_type.pk & 0xFFFFFFFF)
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
     waiting = Job.objects.using(using).filter(job_type=job_type, state=JobState.WAITING).count()
     if waiting + adding > job_type.schedule_limit_allowance:
         raise WaitingLimitReached(

@@ -59,5 +59,13 @@ def named_signals(from_state: str, to_state: str, outcome: str) -> list[Signal]:
 
 @receiver(job_state_changed, dispatch_uid="kojo.signals.send_named")
 def send_named(sender, *, from_state, to_state, outcome="", signal=None, **kwargs) -> None:
+    from kojo.transitions import log_receiver_error
+
     for named in named_signals(from_state, to_state, outcome):
-        named.send(sender=sender, from_state=from_state, to_state=to_state, outcome=outcome, **kwargs)
+        results = named.send_robust(
+            sender=sender, from_state=from_state, to_state=to_state, outcome=outcome, **kwargs
+        )
+        for failed, result in results:
+            if isinstance(result, Exception):
+                item = {"from_state": from_state, "to_state": to_state, **kwargs}
+                log_receiver_error(failed, result, item)

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Case, JSONField, Value, When
+from django.db.models import Case, JSONField, Q, Value, When
 from django.utils import timezone
 
 from kojo import messaging
@@ -46,23 +46,28 @@ def transition(
     actor: str = "",
     strict: bool = True,
     where: dict[str, Any] | None = None,
+    when: Q | None = None,
+    skip_locked: bool = False,
     using: str = "default",
     **fields: Any,
 ) -> bool:
     """Move one job to ``to``; raise IllegalTransition (or return False when not ``strict``) if its
     current state is not one of ``expect`` (default: every state the transition table allows).
 
-    ``where`` adds conditions, e.g. ``{"attempts": 3}`` so that a job process can only end its own
-    attempt, never a later one after its job was rescued and claimed again.
+    ``where`` adds conditions, e.g. ``{"fence": 7}`` so that a run can only end itself, never a later
+    run of its job after it was rescued and claimed again; ``when`` adds a condition as a ``Q`` (a
+    rescue re-checks staleness with it). With ``skip_locked``, a row another transaction holds locked
+    is left alone (as if the conditions failed) instead of waited for.
     """
     to = JobState(to)
     allowed = frozenset(JobState(state) for state in expect) if expect is not None else sources(to)
     allowed &= sources(to)
+    conditions = Q(pk=job_id, **(where or {})) & (when or Q())
     with transaction.atomic(using=using):
         row = (
             Job.objects.using(using)
-            .select_for_update(of=("self",))
-            .filter(pk=job_id, **(where or {}))
+            .select_for_update(of=("self",), skip_locked=skip_locked)
+            .filter(conditions)
             .values_list(
                 "state", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration"
             )
@@ -82,7 +87,7 @@ def transition(
         elif to == JobState.WAITING:
             updates.setdefault("finished_at", None)
             updates.setdefault("delete_after", None)
-        changed = Job.objects.using(using).filter(pk=job_id, state=current, **(where or {})).update(**updates)
+        changed = Job.objects.using(using).filter(conditions, state=current).update(**updates)
         if not changed:
             if strict:
                 raise IllegalTransition(
@@ -114,15 +119,15 @@ class ReportedSuccess:
     """A job process's report that its job returned well, for its server to record."""
 
     job_id: int
-    attempt: int
+    fence: int
     result: Any
     actor: str
 
 
 def complete_reported(reports: list[ReportedSuccess], *, using: str = "default") -> int:
     """Record many reported successes as one conditional UPDATE plus their changelog rows; return how
-    many were recorded. A job no longer working in the reported attempt (aborted, timed out, rescued
-    meanwhile) is left as it is, exactly as ``transition(..., strict=False)`` would."""
+    many were recorded. A job no longer working in the reported run (aborted, timed out, rescued
+    meanwhile: its fence moved on) is left as it is, exactly as ``transition(..., strict=False)`` would."""
     if not reports:
         return 0
     now = timezone.now()
@@ -145,9 +150,11 @@ def complete_reported_with_orm(
         Job.objects.using(using)
         .select_for_update(of=("self",))
         .filter(pk__in=list(by_id), state=JobState.WORKING)
-        .values_list("pk", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration")
+        .values_list(
+            "pk", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration", "fence"
+        )
     )
-    current = [row for row in rows if row[1] == by_id[row[0]].attempt]
+    current = [row[:4] for row in rows if row[4] == by_id[row[0]].fence]
     if not current:
         return []
     # A result of None is stored as SQL NULL, as transition() stores it, not as JSON null.
@@ -186,15 +193,15 @@ def complete_reported_with_orm(
 # ``done`` holds what changed.
 COMPLETE_REPORTED_CTES = """
 reported AS (
-    SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::jsonb[], %s::text[])
-        AS r(id, attempts, result, actor)
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::jsonb[], %s::text[])
+        AS r(id, fence, result, actor)
 ),
 done AS (
     UPDATE kojo_job AS job
     SET state = %s, state_changed_at = %s, finished_at = %s, progress = 100, result = reported.result,
         delete_after = %s + replace(upper(trim(job_type.auto_delete_interval_duration)), ',', '.')::interval
     FROM reported, kojo_job_type AS job_type
-    WHERE job.id = reported.id AND job.attempts = reported.attempts AND job.state = %s
+    WHERE job.id = reported.id AND job.fence = reported.fence AND job.state = %s
       AND job_type.id = job.job_type_id
     RETURNING job.id, job.attempts, job_type.type_code, reported.actor
 ),
@@ -208,7 +215,7 @@ def complete_reported_ctes(reports: list[ReportedSuccess], now: datetime) -> tup
     """The SQL of COMPLETE_REPORTED_CTES (the same text for any number of reports) and its parameters."""
     params: list[Any] = [
         [report.job_id for report in reports],
-        [report.attempt for report in reports],
+        [report.fence for report in reports],
         [None if report.result is None else json.dumps(report.result) for report in reports],
         [report.actor for report in reports],
     ]
@@ -310,6 +317,23 @@ def announce(changes: list[dict[str, Any]], *, using: str = "default") -> None:
 
 
 def deliver(changes: list[dict[str, Any]]) -> None:
+    """Runs after the commit: a receiver that raises is logged with its job and stops nothing else
+    (not the other receivers, not the server that made the change)."""
     messaging.publish_changes(changes)
     for item in changes:
-        job_state_changed.send(sender=Job, **item)
+        for receiver, outcome in job_state_changed.send_robust(sender=Job, **item):
+            if isinstance(outcome, Exception):
+                log_receiver_error(receiver, outcome, item)
+
+
+def log_receiver_error(receiver: Any, error: Exception, item: dict[str, Any]) -> None:
+    logger.error(
+        "job %s: signal receiver %s raised on %s -> %s: %r",
+        item["job_id"],
+        getattr(receiver, "__qualname__", receiver),
+        item["from_state"] or "new",
+        item["to_state"],
+        error,
+        exc_info=error,
+        extra={"job_id": item["job_id"]},
+    )

@@ -1,10 +1,11 @@
 """The root process of ``kojo_server``: it owns the children and nothing else blocks it.
 
 Signal handlers only queue the signal number (and wake the loop through a pipe). One loop handles
-queued signals, then reaps children, reads what pooled workers report, kills children that overran
-their timeout or were aborted, keeps the pool full, and renews the heartbeat. In ``ondemand`` mode the
-arbiter claims due jobs itself and forks one process per job; in ``static`` and ``dynamic`` modes it
-keeps pre-forked workers that claim for themselves. Stopping is two-stage: drain for
+queued signals, keeps the server's lease (renews it when due; stops every job process at once when it
+lapsed, see ``kojo.server.lease``), then reaps children, reads what pooled workers report, kills
+children that overran their timeout, were aborted or whose run was taken over, and keeps the pool full.
+In ``ondemand`` mode the arbiter claims due jobs itself and forks one process per job; in ``static``
+and ``dynamic`` modes it keeps pre-forked workers that claim for themselves. Stopping is two-stage: drain for
 ``GRACEFUL_TIMEOUT``, then SIGTERM, ``KILL_GRACE``, SIGKILL; a second stop signal skips the drain.
 """
 
@@ -20,20 +21,22 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, DataError, IntegrityError, connections
+from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
 from django.db.models import Case, F, Value, When
 
 from kojo import messaging
-from kojo.claims import OLDEST_FIRST_EVERY, claim
+from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
 from kojo.conf import settings
 from kojo.models import Job, Server
 from kojo.registry import registry
 from kojo.retries import end_attempt, give_back_unstarted, requeue_interrupted
 from kojo.server import exitcodes
+from kojo.server import lease as lease_module
 from kojo.server.forking import set_title
 from kojo.server.heartbeat import beat, register_server
 from kojo.server.housekeeper import spawn_housekeeper
 from kojo.server.job_process import spawn_job_process
+from kojo.server.lease import Lease
 from kojo.server.worker import spawn_worker
 from kojo.states import JobState, Outcome
 from kojo.transitions import ReportedSuccess, complete_reported, transition
@@ -61,7 +64,8 @@ class Child:
     index: int = 0
     started: float = field(default_factory=time.monotonic)
     job_id: int | None = None
-    attempt: int = 0
+    fence: int = 0
+    server_id: int | None = None  # the server row it was started under
     type_code: str = ""
     deadline: float | None = None
     timeout: float = 0.0
@@ -82,7 +86,9 @@ class Arbiter:
         self.stop_requested = 0  # 1 = drain, 2 = stop now
         self.server: Server | None = None
         self.claims = 0
-        self.last_beat = 0.0
+        self.lease = Lease()
+        self.next_beat = 0.0
+        self.unsure = UnsureClaims()
         self.quick_deaths = 0
         self.db_backoff = 0.0
         self.report_buffer = b""
@@ -99,6 +105,9 @@ class Arbiter:
     # --- start-up -------------------------------------------------------------------------------
     def run(self) -> int:
         set_title(f"server[{self.pid}]")
+        # From here on every session of this process bounds its waits (lock_timeout, statement_timeout).
+        lease_module.bounded_waits = True
+        connections.close_all()
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK)
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
@@ -127,7 +136,10 @@ class Arbiter:
         while not self.stop_requested:
             try:
                 registry.sync()
+                sent = time.monotonic()
                 self.server = register_server(self.mode, self.concurrency, self.queues)
+                self.lease.renewed(sent)
+                self.next_beat = sent + settings.HEARTBEAT_INTERVAL
                 return True
             except DatabaseError as error:
                 logger.warning(
@@ -150,6 +162,7 @@ class Arbiter:
             self.handle_signals()
             if self.stop_requested:
                 break
+            self.keep_lease()
             self.read_reports()
             self.reap_children()
             if self.quick_deaths >= BOOT_FAILURES:
@@ -159,14 +172,17 @@ class Arbiter:
             self.guarded(self.maintain_children)
             if self.reported and time.monotonic() - self.reported_since >= REPORTED_DELAY:
                 self.guarded(self.record_reported)
-            self.guarded(self.heartbeat)
+            self.keep_lease()
         return exitcodes.OK
 
     def wait(self) -> None:
         timeout = 0.0 if self.more_due and self.free_job_slots() else settings.POLL_INTERVAL
         if self.db_backoff:
             timeout = self.db_backoff
-        timeout = min(timeout, self.next_deadline_in())
+        # Never sleep past a renewal, nor past the lease's end while anything runs under it.
+        timeout = min(timeout, self.next_deadline_in(), self.next_beat - time.monotonic())
+        if self.job_children():
+            timeout = min(timeout, self.lease.remaining())
         watched = [self.wakeup_r, self.report_r]
         message_fd = self.subscriber.fileno() if self.subscriber else None
         if message_fd is not None:
@@ -230,7 +246,9 @@ class Arbiter:
         return max(soonest, 0.01)
 
     def guarded(self, step) -> None:
-        """Run a step that talks to the database; while the database is away, log and back off."""
+        """Run a step that talks to the database; while the database is away, log and back off. The
+        lease comes first: it is renewed before the step if due, whatever the backoff."""
+        self.keep_lease()
         try:
             step()
             self.db_backoff = 0.0
@@ -281,6 +299,8 @@ class Arbiter:
                 self.quick_deaths += 1
             elif child.kind != "housekeeper":
                 self.quick_deaths = 0
+            if child.kill_reason == "lease" and child.kind == "worker":
+                self.quick_deaths = 0  # killed on purpose, not failing to start
             # A job process that exits 0 on its own has recorded or reported its job's ending; a pooled
             # worker that exits may leave jobs working (running or claimed ahead), as may any child
             # that dies.
@@ -306,11 +326,12 @@ class Arbiter:
         if child.kind == "worker":
             # Every job a pooled worker claimed carries its pid. The one it last reported busy with
             # was running; it reports "busy" before it starts a job, so the others never started.
-            jobs = jobs.filter(server_id=self.server.pk, pid=child.pid)
+            jobs = jobs.filter(server_id=child.server_id, pid=child.pid)
         else:
-            jobs = jobs.filter(pk=child.job_id, attempts=child.attempt)
+            jobs = jobs.filter(pk=child.job_id, fence=child.fence)
         for job in jobs:
-            if child.kind == "worker" and (job.pk, job.attempts) != (child.job_id, child.attempt):
+            self.keep_lease()
+            if child.kind == "worker" and (job.pk, job.fence) != (child.job_id, child.fence):
                 give_back_unstarted(job, f"not started: worker {child.pid} ended first", actor=self.actor)
             else:
                 self.settle_running(job, child, status)
@@ -333,16 +354,19 @@ class Arbiter:
                 reason=f"aborted by {by}",
                 actor=self.actor,
                 strict=False,
-                where={"attempts": job.attempts},
+                where={"fence": job.fence},
             )
         elif child.kill_reason == "stop":
             requeue_interrupted(job, f"interrupted: server[{self.pid}] stopped", actor=self.actor)
+        elif child.kill_reason == "lease":
+            reason = f"stopped: server[{self.pid}] could not renew its lease in time"
+            end_attempt(job, Outcome.ORPHANED, reason, actor=self.actor)
         else:
             end_attempt(job, Outcome.CRASHED, describe_exit(status), actor=self.actor)
 
     def read_reports(self) -> None:
-        """Lines from pooled workers, ``<pid> busy <job> <attempt> <timeout>`` or ``<pid> idle``, and
-        from job processes, ``<pid> done <job> <attempt> <result JSON>``, recorded here in batches."""
+        """Lines from pooled workers, ``<pid> busy <job> <fence> <timeout>`` or ``<pid> idle``, and
+        from job processes, ``<pid> done <job> <fence> <result JSON>``, recorded here in batches."""
         try:
             while chunk := os.read(self.report_r, 65536):
                 self.report_buffer += chunk
@@ -353,10 +377,10 @@ class Arbiter:
         for line in lines:
             parts = line.decode().split(maxsplit=4)
             if len(parts) == 5 and parts[1] == "done":
-                job_id, attempt, result = int(parts[2]), int(parts[3]), json.loads(parts[4])
+                job_id, fence, result = int(parts[2]), int(parts[3]), json.loads(parts[4])
                 if not self.reported:
                     self.reported_since = now
-                self.reported.append(ReportedSuccess(job_id, attempt, result, f"{self.host}:{parts[0]}"))
+                self.reported.append(ReportedSuccess(job_id, fence, result, f"{self.host}:{parts[0]}"))
                 worker = self.children.get(int(parts[0]))
                 if worker is not None and worker.kind == "worker" and worker.job_id == job_id:
                     worker.job_id, worker.deadline, worker.idle_since = None, None, now
@@ -365,7 +389,7 @@ class Arbiter:
             if child is None:
                 continue
             if parts[1] == "busy":
-                child.job_id, child.attempt, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
+                child.job_id, child.fence, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
                 child.deadline = now + child.timeout if child.timeout else None
                 child.idle_since = None
                 if self.aborts_ahead.pop(child.job_id, None) is not None:
@@ -406,7 +430,7 @@ class Arbiter:
                 reason=f"the result could not be stored: {str(error).strip()}",
                 actor=report.actor,
                 strict=False,
-                where={"attempts": report.attempt},
+                where={"fence": report.fence},
             )
 
     def kill_stuck_children(self) -> None:
@@ -443,6 +467,8 @@ class Arbiter:
     def maintain_children(self) -> None:
         if not any(child.kind == "housekeeper" for child in self.children.values()):
             self.spawn(Child(spawn_housekeeper(server_pid=self.pid, host=self.host), "housekeeper"))
+        if self.lease.lapsed():
+            return  # nothing new runs until the lease is renewed
         if self.mode == "ondemand":
             self.fork_for_due_jobs()
         else:
@@ -463,26 +489,35 @@ class Arbiter:
         if free <= 0:
             return
         self.claims += 1
-        jobs = claim(
-            free,
-            server_id=self.server.pk,
-            host=self.host,
-            pid=self.pid,
-            queues=self.queues,
-            oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
-            finishing=self.reported,
-        )
+        token = new_token()
+        try:
+            jobs = self.unsure.recover(server_id=self.server.pk) or claim(
+                free,
+                server_id=self.server.pk,
+                host=self.host,
+                pid=self.pid,
+                queues=self.queues,
+                oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
+                finishing=self.reported,
+                token=token,
+            )
+        except DatabaseError:
+            self.unsure.failed(token)
+            raise
         self.reported = []
         self.more_due = len(jobs) == free
         for job in jobs:
             timeout = job.job_type.timeout_delta
-            pid = spawn_job_process(job, server_pid=self.pid, host=self.host, report_fd=self.report_w)
+            pid = spawn_job_process(
+                job, server_pid=self.pid, host=self.host, report_fd=self.report_w, lease=self.lease
+            )
             self.spawn(
                 Child(
                     pid,
                     "job",
                     job_id=job.pk,
-                    attempt=job.attempts,
+                    fence=job.fence,
+                    server_id=self.server.pk,
                     type_code=job.job_type.type_code,
                     timeout=timeout.total_seconds() if timeout else 0.0,
                     deadline=time.monotonic() + timeout.total_seconds() if timeout else None,
@@ -516,44 +551,97 @@ class Arbiter:
                     host=self.host,
                     report_fd=self.report_w,
                     queues=self.queues,
+                    lease=self.lease,
                 )
-                self.spawn(Child(pid, "worker", index=index, idle_since=time.monotonic()))
+                self.spawn(
+                    Child(pid, "worker", index=index, server_id=self.server.pk, idle_since=time.monotonic())
+                )
                 used.add(index)
 
-    def heartbeat(self) -> None:
-        now = time.monotonic()
-        if now - self.last_beat < settings.HEARTBEAT_INTERVAL:
+    # --- the lease ------------------------------------------------------------------------------
+    def keep_lease(self) -> None:
+        """Stop every run at once if the lease lapsed; renew it when due. Called before each step
+        that may wait on the database, so no step can starve the renewal."""
+        if self.lease.lapsed():
+            self.fence_off("its lease lapsed (no renewal confirmed in time)")
+        if time.monotonic() >= self.next_beat and self.server is not None:
+            self.renew()
+
+    def renew(self) -> None:
+        sent = time.monotonic()
+        self.next_beat = sent + settings.HEARTBEAT_INTERVAL
+        try:
+            alive = beat(self.server, self.describe_children())
+            if not alive:
+                logger.error("server[%s]: my server row is gone (declared dead?); registering anew", self.pid)
+                # Its runs belong to the old row and are rescued: stop them, start afresh under the new.
+                self.fence_off("it registered again under a new id")
+                self.server = register_server(self.mode, self.concurrency, self.queues)
+        except DatabaseError as error:
+            logger.warning("server[%s]: could not renew its lease (%s)", self.pid, str(error).strip())
+            connections.close_all()
             return
-        self.last_beat = now
-        # Jobs whose success waits to be recorded are still this server's: keep them from orphan rescue.
-        if not beat(self.server, self.describe_children(), [report.job_id for report in self.reported]):
-            logger.error("server[%s]: my server row is gone (declared dead?); registering again", self.pid)
-            self.server = register_server(self.mode, self.concurrency, self.queues)
+        if self.lease.lapsed():
+            # Confirmed too late: the runs may have been taken over meanwhile. Stop them before going on.
+            self.fence_off("its lease lapsed before the renewal was confirmed")
+        self.lease.renewed(sent)
+        self.guarded(self.check_runs)
+
+    def fence_off(self, why: str) -> None:
+        """Kill every job process and pooled worker now (SIGKILL): they may no longer be trusted."""
+        victims = [child for child in self.job_children() if child.kill_reason != "lease"]
+        if victims:
+            logger.error("server[%s]: %s; killing %d job processes", self.pid, why, len(victims))
+        for child in victims:
+            child.kill_reason, child.term_sent_at = "lease", time.monotonic()
+            self.signal_child(child, signal.SIGKILL)
+
+    def check_runs(self) -> None:
+        """After a renewal: kill runs taken over elsewhere (their fence moved on) and aborted ones,
+        record running jobs' own pids, and run what a claim whose answer was lost took."""
+        self.read_reports()
         running = {child.job_id: child for child in self.job_children() if child.job_id is not None}
-        self.record_job_pids()
         if running:
-            aborted = (
-                Job.objects.filter(pk__in=list(running), state=JobState.WORKING)
-                .exclude(abort_requested_by="")
-                .values_list("pk", flat=True)
-            )
-            for job_id in aborted:
-                child = running[job_id]
-                if child.term_sent_at is None:
+            rows = {
+                pk: (fence, aborted_by)
+                for pk, fence, aborted_by in Job.objects.filter(pk__in=list(running)).values_list(
+                    "pk", "fence", "abort_requested_by"
+                )
+            }
+            self.read_reports()  # a worker that moved on meanwhile is not running that job any more
+            for job_id, child in running.items():
+                if child.job_id != job_id or child.kill_reason == "lease":
+                    continue
+                fence, aborted_by = rows.get(job_id, (None, ""))
+                if fence != child.fence:
+                    logger.error("job %s: run %s was taken over; killing its process", job_id, child.fence)
+                    child.kill_reason, child.term_sent_at = "lease", time.monotonic()
+                    self.signal_child(child, signal.SIGKILL)
+                elif aborted_by and child.term_sent_at is None:
                     logger.info("job %s: abort requested; stopping its process group", job_id)
                     self.terminate(child, "abort")
+        self.record_job_pids()
 
     def record_job_pids(self) -> None:
-        """The claim recorded this server's pid on each job; jobs still running at a heartbeat get
-        their own process's pid (most short jobs are over before that, and need no write)."""
-        unrecorded = [c for c in self.job_children() if c.kind == "job" and not c.pid_recorded]
+        """The claim recorded this server's pid on each job; jobs still running at a renewal get their
+        own process's pid (most short jobs are over before that, and need no write). A row the job
+        itself holds locked is skipped, never waited for."""
+        unrecorded = {c.job_id: c for c in self.job_children() if c.kind == "job" and not c.pid_recorded}
         if not unrecorded:
             return
-        Job.objects.filter(pk__in=[c.job_id for c in unrecorded], state=JobState.WORKING).update(
-            pid=Case(*(When(pk=c.job_id, then=Value(c.pid)) for c in unrecorded), default=F("pid"))
-        )
-        for child in unrecorded:
-            child.pid_recorded = True
+        with transaction.atomic():
+            free = list(
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=list(unrecorded), state=JobState.WORKING)
+                .values_list("pk", "fence")
+            )
+            ids = [pk for pk, fence in free if fence == unrecorded[pk].fence]
+            if ids:
+                Job.objects.filter(pk__in=ids).update(
+                    pid=Case(*(When(pk=pk, then=Value(unrecorded[pk].pid)) for pk in ids), default=F("pid"))
+                )
+        for pk in ids:
+            unrecorded[pk].pid_recorded = True
 
     def describe_children(self) -> list[dict]:
         return [
@@ -579,7 +667,7 @@ class Arbiter:
             self.reap_children()
             self.flush_reported()
             self.kill_stuck_children()
-            self.guarded(self.heartbeat)
+            self.keep_lease()
         for child in list(self.children.values()):
             if child.term_sent_at is None:
                 self.terminate(child, "stop")
@@ -589,6 +677,7 @@ class Arbiter:
             self.reap_children()
             self.flush_reported()
             self.kill_stuck_children()
+            self.keep_lease()
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
         logger.info("server[%s] stopped", self.pid)
 

@@ -103,7 +103,6 @@ def record_exception(context: JobContext, job: Job, error: Exception, *, actor: 
             error=error_text,
             traceback=detail,
             actor=actor,
-            attempts=context.attempt,
             retry=retry,
         )
     )

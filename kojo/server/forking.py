@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from django.db import connections
 
-from kojo.server import exitcodes
+from kojo.server import exitcodes, lease
 
 try:
     from setproctitle import setproctitle
@@ -54,6 +54,7 @@ def prepare_child(parent_pid: int, title: str, *, own_process_group: bool) -> No
         os.setpgrp()  # abort, timeout and stop then kill the job's whole group
     die_with_parent(parent_pid)
     forget_inherited_connections()
+    lease.bounded_waits = False  # job code runs here: its waits are its own
     set_title(title)
 
 

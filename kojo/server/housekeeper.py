@@ -23,7 +23,7 @@ from kojo.locks import Mutex, mutex
 from kojo.planner import refresh_statistics
 from kojo.pruning import prune_expired
 from kojo.recurrence import schedule_due_recurrences
-from kojo.server import exitcodes
+from kojo.server import exitcodes, lease
 from kojo.server.forking import fork_child
 from kojo.server.heartbeat import forget_dead_servers, rescue_orphans
 
@@ -45,37 +45,51 @@ def spawn_housekeeper(*, server_pid: int, host: str) -> int:
 def run_housekeeping(server_pid: int, *, actor: str) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    # No chore waits on a job's or a view's locks for long: each statement gives up and is tried again.
+    lease.bounded_waits = True
     delay = settings.HOUSEKEEPING_INTERVAL
     last_prune = last_analysis = 0.0
     leadership = Leadership()
     while not stopping and os.getppid() == server_pid:
         started = time.monotonic()
-        try:
-            if not leadership.held():
-                time.sleep(settings.HOUSEKEEPING_INTERVAL)
-                continue
-            schedule_due_ticks(actor=actor)
-            schedule_due_recurrences(actor=actor)
-            rescue_orphans(actor=actor)
-            if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
-                prune_expired()
-                forget_dead_servers()
-                last_prune = started
-            delay = settings.HOUSEKEEPING_INTERVAL
-            if started - last_analysis > ANALYSIS_EVERY:
-                last_analysis = started
-                refresh_statistics()
-        except DatabaseError as error:
+        if not leadership.held():
+            time.sleep(settings.HOUSEKEEPING_INTERVAL)
+            continue
+        chores = [
+            lambda: schedule_due_ticks(actor=actor),
+            lambda: schedule_due_recurrences(actor=actor),
+            lambda: rescue_orphans(actor=actor),
+        ]
+        if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
+            chores += [prune_expired, forget_dead_servers]
+            last_prune = started
+        if started - last_analysis > ANALYSIS_EVERY:
+            last_analysis = started
+            chores.append(refresh_statistics)
+        unavailable = [error for chore in chores if (error := do_chore(chore)) is not None]
+        if unavailable and len(unavailable) == len(chores):
             logger.warning(
-                "housekeeping: database unavailable (%s), retrying in %.1f s", str(error).strip(), delay
+                "housekeeping: database unavailable (%s), retrying in %.1f s", unavailable[0], delay
             )
-            connections.close_all()
             delay = min(delay * 2, 10.0)
-        except Exception:
-            # One bad chore (say, a type whose row a hand edit broke) must not stop the others.
-            logger.exception("housekeeping pass failed")
+        else:
+            delay = settings.HOUSEKEEPING_INTERVAL
         time.sleep(max(0.0, delay - (time.monotonic() - started)))
     leadership.resign()
+
+
+def do_chore(chore) -> str | None:
+    """Run one chore; one that fails (the database away, a lock it gave up on, a type row a hand edit
+    broke) must not stop the others. Returns why the database refused, if it did."""
+    try:
+        chore()
+    except DatabaseError as error:
+        logger.info("housekeeping: a chore was refused (%s); it runs again next pass", str(error).strip())
+        connections.close_all()
+        return str(error).strip()
+    except Exception:
+        logger.exception("housekeeping chore failed")
+    return None
 
 
 class Leadership:

@@ -19,14 +19,21 @@ from kojo.models import Job
 from kojo.server import exitcodes
 from kojo.server.execution import run_job
 from kojo.server.forking import fork_child
+from kojo.server.lease import Lease, watch
 
 
-def spawn_job_process(job: Job, *, server_pid: int, host: str, report_fd: int) -> int:
+def spawn_job_process(job: Job, *, server_pid: int, host: str, report_fd: int, lease: Lease) -> int:
     """Fork a child that runs ``job`` (already claimed by the arbiter); return its pid."""
+    title = f"job[{job.pk} {job.job_type.type_code}]"
+
+    def run() -> None:
+        watch(lease, title)
+        run_claimed_job(job, host, report_fd)
+
     return fork_child(
         server_pid,
-        f"job[{job.pk} {job.job_type.type_code}]",
-        lambda: run_claimed_job(job, host, report_fd),
+        title,
+        run,
         own_process_group=True,
         failure_code=exitcodes.RECORD_ERROR,
     )
@@ -43,7 +50,7 @@ def run_claimed_job(job: Job, host: str, report_fd: int) -> None:
     def report_success(result: Any) -> bool:
         if touched_database():
             return False  # the connection is open anyway: record it here, not through the server
-        line = f"{pid} done {job.pk} {job.attempts} {json.dumps(result)}\n".encode()
+        line = f"{pid} done {job.pk} {job.fence} {json.dumps(result)}\n".encode()
         # Writes up to PIPE_BUF bytes are atomic: lines of concurrent children never interleave.
         if len(line) > select.PIPE_BUF:
             return False

@@ -23,14 +23,14 @@ from collections.abc import Sequence
 
 from django.db import DatabaseError, connections
 
-from kojo.claims import OLDEST_FIRST_EVERY, claim
+from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
 from kojo.conf import settings
 from kojo.models import Job
 from kojo.retries import give_back_unstarted
 from kojo.server import exitcodes
 from kojo.server.execution import run_job, with_db_retry
 from kojo.server.forking import fork_child
-from kojo.states import JobState
+from kojo.server.lease import Lease, watch
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,23 @@ RECENT_WEIGHT = 0.2
 
 
 def spawn_worker(
-    index: int, *, server_pid: int, server_id: int, host: str, report_fd: int, queues: Sequence[str]
+    index: int,
+    *,
+    server_pid: int,
+    server_id: int,
+    host: str,
+    report_fd: int,
+    queues: Sequence[str],
+    lease: Lease,
 ) -> int:
+    def run() -> None:
+        watch(lease, f"worker[{index}]")
+        Worker(server_pid, server_id, host, report_fd, queues).run()
+
     return fork_child(
         server_pid,
         f"worker[{index}]",
-        lambda: Worker(server_pid, server_id, host, report_fd, queues).run(),
+        run,
         own_process_group=True,
         failure_code=exitcodes.BOOT_ERROR,
     )
@@ -65,6 +76,7 @@ class Worker:
         self.claims = 0
         self.stopping = False
         self.claimed: list[Job] = []  # claimed ahead, not started yet
+        self.unsure = UnsureClaims()
         self.average_run: float | None = None  # seconds
         self.unsent: list[str] = []  # a success report, sent with the next "busy" or "idle"
         # Read once, not per job: a worker keeps its settings for life (SIGHUP replaces workers).
@@ -76,15 +88,12 @@ class Worker:
         signal.signal(signal.SIGTERM, self.stop_requested)
         signal.pthread_sigmask(signal.SIG_BLOCK, IDLE_SIGNALS)
         delay = settings.POLL_INTERVAL
-        unsure = False  # a claim failed: it may have committed with its answer lost
         while not self.stopping and os.getppid() == self.server_pid:
             if not self.claimed:
                 self.claims += 1
+                token = new_token()
                 try:
-                    if unsure:
-                        self.give_back_lost_claims()
-                        unsure = False
-                    self.claimed = claim(
+                    self.claimed = self.unsure.recover(server_id=self.server_id) or claim(
                         1,
                         server_id=self.server_id,
                         host=self.host,
@@ -92,9 +101,10 @@ class Worker:
                         queues=self.queues,
                         oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
                         prefetch=self.prefetch(),
+                        token=token,
                     )
                 except DatabaseError:
-                    unsure = True
+                    self.unsure.failed(token)
                     logger.warning("worker %s: database unavailable, retrying in %.1f s", self.pid, delay)
                     connections.close_all()
                     self.idle(delay)
@@ -113,15 +123,6 @@ class Worker:
     def stop_requested(self, signum, frame) -> None:
         self.stopping = True
 
-    def give_back_lost_claims(self) -> None:
-        """Jobs a failed claim took after all (it committed, its answer was lost) carry this worker's
-        pid but are not held: return them, or they would stay working as long as the worker lives."""
-        lost = Job.objects.filter(state=JobState.WORKING, server_id=self.server_id, pid=self.pid)
-        for job in lost:
-            give_back_unstarted(
-                job, f"not started: worker {self.pid} lost its claim's answer", actor=self.actor
-            )
-
     def prefetch(self) -> int:
         """Jobs to claim at once: as many as fit PREFETCH_WINDOW at the recent average run time."""
         if self.average_run is None:
@@ -138,7 +139,7 @@ class Worker:
 
     def work(self, job: Job) -> None:
         timeout = job.job_type.timeout_delta
-        self.report(f"busy {job.pk} {job.attempts} {timeout.total_seconds() if timeout else 0}")
+        self.report(f"busy {job.pk} {job.fence} {timeout.total_seconds() if timeout else 0}")
         started = time.monotonic()
         try:
             # While the job runs, SIGTERM reaches run_job's handler (abort requested), not the idle wait.
@@ -164,7 +165,7 @@ class Worker:
         large for one atomic pipe write is recorded here."""
 
         def send(result) -> bool:
-            line = f"done {job.pk} {job.attempts} {json.dumps(result)}"
+            line = f"done {job.pk} {job.fence} {json.dumps(result)}"
             if len(line) + 16 > select.PIPE_BUF:
                 return False
             self.unsent.append(line)
