@@ -65,7 +65,7 @@ class Child:
     started: float = field(default_factory=time.monotonic)
     job_id: int | None = None
     fence: int = 0
-    server_id: int | None = None  # the server row it was started under
+    server_id: int | None = None  # a pooled worker's: the server row it claims under
     type_code: str = ""
     deadline: float | None = None
     timeout: float = 0.0
@@ -517,7 +517,6 @@ class Arbiter:
                     "job",
                     job_id=job.pk,
                     fence=job.fence,
-                    server_id=self.server.pk,
                     type_code=job.job_type.type_code,
                     timeout=timeout.total_seconds() if timeout else 0.0,
                     deadline=time.monotonic() + timeout.total_seconds() if timeout else None,
@@ -593,8 +592,12 @@ class Arbiter:
         if victims:
             logger.error("server[%s]: %s; killing %d job processes", self.pid, why, len(victims))
         for child in victims:
-            child.kill_reason, child.term_sent_at = "lease", time.monotonic()
-            self.signal_child(child, signal.SIGKILL)
+            self.kill_untrusted(child)
+
+    def kill_untrusted(self, child: Child) -> None:
+        """SIGKILL a child whose run may no longer be trusted: no grace, nothing more it may do."""
+        child.kill_reason, child.term_sent_at = "lease", time.monotonic()
+        self.signal_child(child, signal.SIGKILL)
 
     def check_runs(self) -> None:
         """After a renewal: kill runs taken over elsewhere (their fence moved on) and aborted ones,
@@ -615,8 +618,7 @@ class Arbiter:
                 fence, aborted_by = rows.get(job_id, (None, ""))
                 if fence != child.fence:
                     logger.error("job %s: run %s was taken over; killing its process", job_id, child.fence)
-                    child.kill_reason, child.term_sent_at = "lease", time.monotonic()
-                    self.signal_child(child, signal.SIGKILL)
+                    self.kill_untrusted(child)
                 elif aborted_by and child.term_sent_at is None:
                     logger.info("job %s: abort requested; stopping its process group", job_id)
                     self.terminate(child, "abort")
