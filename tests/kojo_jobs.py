@@ -4,7 +4,11 @@ import os
 import signal
 import time
 
+from django.db import transaction
+from django.dispatch import receiver
+
 import kojo
+import kojo.signals
 
 
 @kojo.job_type("noop", name="No-op")
@@ -101,3 +105,44 @@ def count_jobs(job):
     from kojo.models import Job
 
     return {"jobs": Job.objects.count()}
+
+
+def log_run(job, event: str) -> None:
+    """Append "<job id> <fence> <event> <pid> <time>" to the file ``params["log"]``: each run counted
+    outside kojo, by the tests that must know how often a job really ran."""
+    with open(job.params["log"], "a") as log:
+        log.write(f"{job.id} {job.fence} {event} {os.getpid()} {time.time():.6f}\n")
+
+
+@kojo.worker
+def logged_sleep(job):
+    """Log the run's start, sleep ``params["seconds"]``, log its end."""
+    log_run(job, "start")
+    time.sleep(job.params.get("seconds", 0))
+    log_run(job, "end")
+
+
+@kojo.worker
+def holds_own_row(job):
+    """Report progress inside a transaction and keep it open: the job's own row stays locked for
+    ``params["seconds"]``."""
+    log_run(job, "start")
+    with transaction.atomic():
+        job.progress(50)
+        time.sleep(job.params["seconds"])
+    log_run(job, "end")
+
+
+@kojo.worker
+def ends_then_raises(job):
+    """End the job inside a transaction, then raise: the rollback undoes the ending."""
+    with transaction.atomic():
+        job.complete_success({"too": "early"})
+        raise ValueError("raised after the ending")
+
+
+if os.environ.get("KOJO_TEST_RAISING_RECEIVER"):
+
+    @receiver(kojo.signals.job_started, dispatch_uid="tests.kojo_jobs.broken_receiver")
+    def broken_receiver(sender, **kwargs):
+        raise RuntimeError("a broken job_started receiver")

@@ -17,6 +17,24 @@ for _name, _value in os.environ.items():
         except ValueError:
             _parsed = _value
         globals()["KOJO_" + _name.removeprefix("KOJO_TEST_SET_")] = _parsed
+
+# KOJO_TEST_DB_PORT: reach PostgreSQL through a test's proxy on that port (in plain text, so the proxy
+# can read the protocol).
+if os.environ.get("KOJO_TEST_DB_PORT"):
+    DATABASES["default"]["PORT"] = os.environ["KOJO_TEST_DB_PORT"]
+    DATABASES["default"].setdefault("OPTIONS", {})["sslmode"] = "disable"
+
+# KOJO_TEST_CLOCK_OFFSET=<seconds>: this server's own clock runs that far ahead (negative: behind),
+# as a node's would whose time is off.
+if os.environ.get("KOJO_TEST_CLOCK_OFFSET"):
+    import datetime as _datetime
+
+    from django.utils import timezone as _timezone
+
+    _offset = _datetime.timedelta(seconds=float(os.environ["KOJO_TEST_CLOCK_OFFSET"]))
+    _real_now = _timezone.now
+    _timezone.now = lambda: _real_now() + _offset
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,10 +1,13 @@
 """Chaos: several servers under a steady stream of jobs while a driver keeps breaking things.
 
 For ``KOJO_TEST_CHAOS_SECONDS`` (default 20) the driver SIGKILLs job processes and pooled workers,
-SIGKILLs whole servers (and starts replacements), restarts Redis and terminates the servers'
-PostgreSQL sessions. Afterwards every job must have succeeded, a singleton type never overlapped, a
-limited type never exceeded its limit, every cron tick made exactly one job, and the changelog must
-explain every attempt that did not end well.
+SIGKILLs whole servers (and starts replacements), restarts Redis, terminates the servers' PostgreSQL
+sessions and loses the answer to a claim's commit (two of the servers reach PostgreSQL through a
+proxy that can do that); some jobs hold their own row locked for longer than HEARTBEAT_TIMEOUT.
+Afterwards every job must have succeeded, a singleton type never overlapped, a limited type never
+exceeded its limit, every cron tick made exactly one job, the changelog must explain every attempt
+that did not end well, and each job ran (counted outside kojo, in a file) no more often than it was
+claimed and started, never twice under one fence, with its recorded success its own run's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 import signal
 import socket
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 import pytest
@@ -26,6 +30,8 @@ from kojo.readiness import limit_to
 from kojo.states import TERMINAL, JobState
 from tests.server.conftest import wait_for
 from tests.server.helpers import max_overlap
+from tests.server.proxy import CommitAnswerDropper
+from tests.server.test_fencing import runs
 from tests.services import ensure_services, start_redis, stop_redis
 
 pytestmark = [
@@ -64,14 +70,13 @@ def fault_kill_job_process(rng: random.Random) -> str:
     return f"SIGKILL job process {pid}"
 
 
-def fault_kill_server(rng: random.Random, servers: list, start_server) -> str:
+def fault_kill_server(rng: random.Random, servers: list, start) -> str:
     index = rng.randrange(len(servers))
     victim = servers[index]
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    mode = MODES[index % len(MODES)]
-    servers[index] = start_server("--mode", mode, "--concurrency", "3")
-    return f"SIGKILL server {victim.pid} ({mode}); started {servers[index].pid}"
+    servers[index] = start(index)
+    return f"SIGKILL server {victim.pid} ({MODES[index % len(MODES)]}); started {servers[index].pid}"
 
 
 def fault_restart_redis(rng: random.Random) -> str:
@@ -91,31 +96,44 @@ def fault_terminate_postgres_sessions(rng: random.Random) -> str:
     return f"terminated {count} PostgreSQL sessions"
 
 
-def test_chaos(start_server, make_job_type, services_restored, settings):
+def fault_lose_claim_answer(rng: random.Random, proxy: CommitAnswerDropper) -> str:
+    proxy.rearm()
+    return "the answer to the next claim through the proxy is lost"
+
+
+def test_chaos(start_server, make_job_type, services_restored, settings, tmp_path):
     settings.KOJO_LOCK_BACKEND = "redis"
     rng = random.Random(int(os.environ.get("KOJO_TEST_CHAOS_SEED", time.time())))
     retry = {"max_attempts": 100, "retry_interval": "PT0S", "retry_jitter": False}
-    plain = make_job_type("chaos_plain", worker="tests.kojo_jobs.sleep", **retry)
-    single = make_job_type(
-        "chaos_single", worker="tests.kojo_jobs.sleep", can_work_in_parallel=False, **retry
-    )
-    limited = make_job_type("chaos_limited", worker="tests.kojo_jobs.sleep", schedule_limit=2, **retry)
-    bucketed = make_job_type(
-        "chaos_bucketed", worker="tests.kojo_jobs.sleep", readiness=limit_to(1, key="customer"), **retry
-    )
+    logged = "tests.kojo_jobs.logged_sleep"
+    plain = make_job_type("chaos_plain", worker=logged, **retry)
+    single = make_job_type("chaos_single", worker=logged, can_work_in_parallel=False, **retry)
+    limited = make_job_type("chaos_limited", worker=logged, schedule_limit=2, **retry)
+    bucketed = make_job_type("chaos_bucketed", worker=logged, readiness=limit_to(1, key="customer"), **retry)
+    locker = make_job_type("chaos_locker", worker="tests.kojo_jobs.holds_own_row", **retry)
     ticking = make_job_type("chaos_cron", worker="tests.kojo_jobs.noop", cron_expression="* * * * *", **retry)
-    kinds = [plain, single, limited, bucketed]
+    kinds = [plain, single, limited, bucketed, locker]
+    run_log = tmp_path / "runs"
 
-    servers = [start_server("--mode", mode, "--concurrency", "3") for mode in MODES]
+    proxy = CommitAnswerDropper(marker=b"claim_token")
+    proxy.dropped.set()  # armed by the fault only
+
+    def start(index: int):
+        through_proxy = {"KOJO_TEST_DB_PORT": str(proxy.port)} if index < 2 else {}
+        return start_server("--mode", MODES[index % len(MODES)], "--concurrency", "3", **through_proxy)
+
+    servers = [start(index) for index in range(len(MODES))]
     began = timezone.now()
+
     def kill_a_server(rng: random.Random) -> str:
-        return fault_kill_server(rng, servers, start_server)
+        return fault_kill_server(rng, servers, start)
 
     faults = [
         fault_kill_job_process,
         fault_kill_job_process,
         kill_a_server,
         fault_terminate_postgres_sessions,
+        lambda rng: fault_lose_claim_answer(rng, proxy),
     ]
     if os.environ.get("KOJO_TEST_CHAOS_REDIS", "1") == "1":
         faults.append(fault_restart_redis)
@@ -126,7 +144,13 @@ def test_chaos(start_server, make_job_type, services_restored, settings):
         try:
             for _ in range(3):
                 kind = rng.choice(kinds)
-                params = {"seconds": rng.uniform(0.02, 0.3), "customer": rng.choice("abc")}
+                params = {
+                    "seconds": rng.uniform(0.02, 0.3),
+                    "customer": rng.choice("abc"),
+                    "log": str(run_log),
+                }
+                if kind is locker:  # its row locked past HEARTBEAT_TIMEOUT, now and then
+                    params["seconds"] = rng.choice([0.05, 0.2, settings.KOJO_HEARTBEAT_TIMEOUT + 1])
                 kojo.schedule(kind.type_code, params)
                 scheduled += 1
             if time.monotonic() >= next_fault:
@@ -175,6 +199,20 @@ def test_chaos(start_server, make_job_type, services_restored, settings):
     for outcome, reason in returned.values_list("outcome", "reason"):
         assert outcome in RETRY_OUTCOMES and reason, (outcome, reason)
     assert all(server.process.poll() is None for server in servers), log
+
+    # Each run counted outside kojo: never more runs than started attempts (a claim handed back "not
+    # started" must not have run), never two runs under one fence, and each success is its own run's.
+    started = defaultdict(int)
+    for job_id, reason in changes.filter(from_state=JobState.WORKING).values_list("job_id", "reason"):
+        if not reason.startswith("not started"):
+            started[job_id] += 1
+    ran = runs(run_log)
+    for job in Job.objects.filter(job_type__in=kinds).only("pk", "fence"):
+        fences = [fence for fence, event in ran[job.pk] if event == "start"]
+        assert len(fences) == len(set(fences)), (job.pk, ran[job.pk], log)
+        assert len(fences) <= started[job.pk], (job.pk, ran[job.pk], started[job.pk], log)
+        assert (job.fence, "end") in ran[job.pk], (job.pk, job.fence, ran[job.pk], log)
+    proxy.__exit__()
 
 
 def models_count():
