@@ -116,6 +116,7 @@ def check_settings(app_configs=None, **kwargs):
         )
     if type(window) not in (int, float) or not 0 <= window <= 60:
         errors.append(Error(f"KOJO_PREFETCH_WINDOW is {window!r}; use seconds from 0 to 60.", id="kojo.E013"))
+    errors += check_heartbeats()
     database = connections["default"]
     if database.vendor == "sqlite":
         if database.settings_dict.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
@@ -134,3 +135,22 @@ def check_settings(app_configs=None, **kwargs):
                 )
             )
     return errors
+
+
+def check_heartbeats() -> list[Error]:
+    """A server stops its runs once no renewal was confirmed for two thirds of HEARTBEAT_TIMEOUT: its
+    renewals must come often enough that one slow or lost renewal does not get there."""
+    interval, timeout = settings.HEARTBEAT_INTERVAL, settings.HEARTBEAT_TIMEOUT
+    for name, value in (("HEARTBEAT_INTERVAL", interval), ("HEARTBEAT_TIMEOUT", timeout)):
+        if type(value) not in (int, float) or value <= 0:
+            return [Error(f"KOJO_{name} is {value!r}; use a positive number of seconds.", id="kojo.E014")]
+    if interval > timeout / 4:
+        return [
+            Error(
+                f"KOJO_HEARTBEAT_INTERVAL ({interval:g} s) is more than a quarter of KOJO_HEARTBEAT_TIMEOUT "
+                f"({timeout:g} s): a server would stop its own jobs whenever one renewal is late.",
+                hint="Keep HEARTBEAT_INTERVAL at most HEARTBEAT_TIMEOUT / 4 (defaults: 2 s and 15 s).",
+                id="kojo.E014",
+            )
+        ]
+    return []

@@ -52,6 +52,16 @@ def test_prefetch_settings_are_checked(settings, name, value):
     assert len(messages) == 1 and f"KOJO_{name} is {value!r}" in messages[0].msg
 
 
+@pytest.mark.parametrize(
+    ("interval", "timeout", "expected"),
+    [(2.0, 15.0, None), (3.75, 15.0, None), (4.0, 15.0, "more than a quarter"), (1, "15", "positive")],
+)
+def test_heartbeats_leave_room_for_a_late_renewal(settings, interval, timeout, expected):
+    settings.KOJO_HEARTBEAT_INTERVAL, settings.KOJO_HEARTBEAT_TIMEOUT = interval, timeout
+    messages = [message.msg for message in checks.run_checks() if message.id == "kojo.E014"]
+    assert (messages == []) if expected is None else (len(messages) == 1 and expected in messages[0])
+
+
 def test_redis_backend_needs_a_django_redis_cache(settings):
     settings.KOJO_LOCK_BACKEND = "redis"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
