@@ -144,6 +144,14 @@ def check_heartbeats() -> list[Error]:
     for name, value in (("HEARTBEAT_INTERVAL", interval), ("HEARTBEAT_TIMEOUT", timeout)):
         if type(value) not in (int, float) or value <= 0:
             return [Error(f"KOJO_{name} is {value!r}; use a positive number of seconds.", id="kojo.E014")]
+    if timeout < 3:
+        return [
+            Error(
+                f"KOJO_HEARTBEAT_TIMEOUT is {timeout:g} s; use at least 3 s, so a server's own database "
+                "waits (a fifth of it, at least 1 s) end well before it must stop its jobs.",
+                id="kojo.E014",
+            )
+        ]
     if interval > timeout / 4:
         return [
             Error(

@@ -156,10 +156,9 @@ class UnsureClaims:
 
     def recover(self, *, server_id: int | None, using: str = "default") -> list[Job]:
         """The jobs those claims took, in claim order; none (and no query) when no claim failed."""
-        now = time.monotonic()
-        self.until = {token: until for token, until in self.until.items() if until > now}
         if not self.until:
             return []
+        asked_at = time.monotonic()
         jobs = list(
             Job.objects.using(using)
             .select_related("job_type")
@@ -169,6 +168,9 @@ class UnsureClaims:
         for job in jobs:
             logger.warning("job %s: taken by a claim whose answer was lost; running it", job.pk)
             self.until.pop(job.claim_token, None)
+        # A token is given up only after a look-up that succeeded once its claim could no longer
+        # commit, however long the database was away.
+        self.until = {token: until for token, until in self.until.items() if until > asked_at}
         return jobs
 
 

@@ -7,10 +7,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from kojo import messaging
-from kojo.exceptions import IllegalTransition
+from kojo.exceptions import DependencyFailed, IllegalTransition
 from kojo.models import Job, JobStateChange
+from kojo.scheduling import MAX_ID, dependency_states
 from kojo.states import JobState
 from kojo.transitions import default_actor, transition
+
+FAILED = (JobState.COMPLETE_FAILED, JobState.CANCELED)
 
 
 def cancel(job_id: int, *, by: str = "", reason: str = "") -> None:
@@ -59,19 +62,32 @@ def release(job_id: int, *, by: str = "") -> None:
 
 
 def retry(job_id: int, *, by: str = "") -> None:
-    """Run a failed or canceled job again, with a fresh count of attempts."""
-    transition(
-        job_id,
-        JobState.WAITING,
-        expect=[JobState.COMPLETE_FAILED, JobState.CANCELED],
-        reason=f"retried by {by or default_actor()}",
-        actor=by,
-        attempts=0,
-        start_after=timezone.now(),
-        abort_requested_by="",
-        error="",
-        traceback="",
-    )
+    """Run a failed or canceled job again, with a fresh count of attempts.
+
+    A job whose dependency ended without success would wait forever: that is refused, naming the
+    dependencies to retry first (a dependency's own retry does not bring back what it canceled).
+    """
+    with transaction.atomic():
+        dependencies = []
+        if isinstance(job_id, int) and abs(job_id) <= MAX_ID:  # else the transition says "no such job"
+            dependencies = list(Job.objects.filter(dependents__job_id=job_id).values_list("pk", flat=True))
+        states = dependency_states(dependencies, using="default")
+        failed = {pk: state for pk, state in states.items() if state in FAILED}
+        if failed:
+            listed = ", ".join(f"job {pk} ({state})" for pk, state in sorted(failed.items()))
+            raise DependencyFailed(f"job {job_id} cannot be retried before its dependencies {listed}")
+        transition(
+            job_id,
+            JobState.WAITING,
+            expect=[JobState.COMPLETE_FAILED, JobState.CANCELED],
+            reason=f"retried by {by or default_actor()}",
+            actor=by,
+            attempts=0,
+            start_after=timezone.now(),
+            abort_requested_by="",
+            error="",
+            traceback="",
+        )
 
 
 def hold(job_id: int, *, by: str = "") -> None:

@@ -41,6 +41,10 @@ class InvalidSchedule(KojoError, ValueError):
     """The requested start time is not valid."""
 
 
+class DependencyFailed(KojoError):
+    """The job depends on jobs that ended without success: back in the queue, it could never run."""
+
+
 class WaitingLimitReached(KojoError):
     """The job type already has as many waiting jobs as its schedule_limit_allowance allows."""
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from django.utils import timezone
+from django.db import transaction
 
+from kojo import clock
 from kojo.conf import settings
 from kojo.models import Job
 
@@ -13,18 +14,24 @@ logger = logging.getLogger(__name__)
 
 
 def prune_expired(max_batches: int = 10) -> int:
-    """Delete expired jobs in index-backed batches (so one pass never locks the table for long)."""
+    """Delete expired jobs in index-backed batches (so one pass never locks the table for long).
+
+    Each batch locks its rows under the retention condition before deleting them, skipping rows
+    another transaction holds: a job an operator is retrying right now is not expired by the time
+    it is deleted, and is left alone (its retry commits, or the next pass finds it still expired).
+    """
     deleted = 0
     for _ in range(max_batches):
-        ids = list(
-            Job.objects.filter(delete_after__lte=timezone.now())
-            .order_by("delete_after")
-            .values_list("pk", flat=True)[: settings.PRUNE_BATCH_SIZE]
-        )
-        if not ids:
-            break
-        count, _ = Job.objects.filter(pk__in=ids, delete_after__lte=timezone.now()).delete()
-        deleted += len(ids) if count else 0
+        with transaction.atomic():
+            ids = list(
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(delete_after__lte=clock.now())
+                .order_by("delete_after")
+                .values_list("pk", flat=True)[: settings.PRUNE_BATCH_SIZE]
+            )
+            if ids:
+                Job.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
         if len(ids) < settings.PRUNE_BATCH_SIZE:
             break
     if deleted:

@@ -142,7 +142,7 @@ def check_dependencies(ids: list[int], *, using: str) -> None:
         raise InvalidSchedule(f"depends_on takes jobs or job ids, not {ids!r}")
     # An id beyond 64 bits names no job, and SQLite raises OverflowError rather than finding none.
     storable = [pk for pk in ids if abs(pk) <= MAX_ID]
-    states = dict(Job.objects.using(using).filter(pk__in=storable).values_list("pk", "state"))
+    states = dependency_states(storable, using=using)
     missing = [pk for pk in ids if pk not in states]
     if missing:
         raise InvalidSchedule(f"depends_on names jobs that do not exist: {missing}")
@@ -151,6 +151,20 @@ def check_dependencies(ids: list[int], *, using: str) -> None:
     }
     if doomed:
         raise InvalidSchedule(f"depends_on names jobs that already ended without success: {doomed}")
+
+
+def dependency_states(ids: list[int], *, using: str) -> dict[int, str]:
+    """The dependencies' states, share-locked on PostgreSQL until the new job's transaction ends: a
+    dependency cannot end meanwhile unseen, so it either ended before (and the new job is refused) or
+    ends after the new job's dependency rows are visible (and cancels the new job if it fails). SQLite
+    runs one writing transaction at a time, which gives the same order."""
+    if connections[using].vendor != "postgresql" or not ids:
+        return dict(Job.objects.using(using).filter(pk__in=ids).values_list("pk", "state"))
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, state FROM {Job._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR SHARE", [ids]
+        )
+        return dict(cursor.fetchall())
 
 
 def create_job(

@@ -238,22 +238,80 @@ def succeeded(pk: int, type_code: str) -> dict[str, Any]:
     return change(pk, type_code, JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, "completed")
 
 
+# Dependents canceled per statement when a failure cascades down a chain.
+CANCEL_BATCH = 1000
+
+# The dependency graph below a job, walked through the dependency table alone (one index lookup per
+# step); the jobs' states are checked when they are canceled.
+DOOMED_SQL = """
+WITH RECURSIVE doomed(id, cause) AS (
+    SELECT job_id, depends_on_id FROM kojo_job_dependency WHERE depends_on_id = %(head)s
+  UNION
+    SELECT dependency.job_id, dependency.depends_on_id
+    FROM kojo_job_dependency AS dependency JOIN doomed ON dependency.depends_on_id = doomed.id
+)
+SELECT id, min(CASE WHEN cause = %(head)s THEN 0 ELSE cause END) FROM doomed GROUP BY id ORDER BY id
+"""
+
+
+INDEX_ONLY = ("enable_hashjoin", "enable_mergejoin", "enable_seqscan", "enable_bitmapscan")
+
+
 def cancel_dependents(job_id: int, ended: JobState, *, using: str) -> None:
-    """A job that ended without success takes the jobs waiting on it down too (and theirs, in turn)."""
-    dependents = (
+    """A job that ended without success takes the jobs waiting on it down too, and theirs in turn.
+
+    The whole tree is found in one recursive query and canceled in batches of conditional UPDATEs,
+    in the ending's transaction: no recursion in Python, so a chain of any length ends with its head.
+    """
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Each step of the walk is an index lookup; planned without fresh statistics (a chain
+            # just inserted), PostgreSQL may scan whole tables at every one of 100,000 steps.
+            cursor.execute(";".join(f"SET LOCAL {name} = off" for name in INDEX_ONLY))
+        cursor.execute(DOOMED_SQL, {"head": job_id})
+        doomed = cursor.fetchall()
+        if connection.vendor == "postgresql":
+            cursor.execute(";".join(f"RESET {name}" for name in INDEX_ONLY))
+    for start in range(0, len(doomed), CANCEL_BATCH):
+        batch = dict(doomed[start : start + CANCEL_BATCH])
+        cancel_batch(batch, job_id, ended, using=using)
+
+
+def cancel_batch(causes: dict[int, int], head: int, ended: JobState, *, using: str) -> None:
+    """Cancel the jobs ``causes`` names (id -> the canceled dependency that dooms it, 0 for ``head``)."""
+    waiting = [JobState.WAITING, JobState.HOLD]
+    rows = list(
         Job.objects.using(using)
-        .filter(dependencies__depends_on_id=job_id, state__in=[JobState.WAITING, JobState.HOLD])
-        .values_list("pk", flat=True)
+        .select_for_update(of=("self",))
+        .filter(pk__in=list(causes), state__in=waiting)
+        .values_list("pk", "state", "job_type__type_code", "job_type__auto_delete_interval_duration")
     )
-    for dependent in list(dependents):
-        transition(
-            dependent,
-            JobState.CANCELED,
-            expect=[JobState.WAITING, JobState.HOLD],
-            reason=f"dependency job {job_id} ended {ended}",
-            strict=False,
-            using=using,
+    if not rows:
+        return
+    now = timezone.now()
+    actor = default_actor()
+    changes, entries = [], []
+    by_retention: dict[str, list[int]] = {}
+    for pk, state, type_code, retention in rows:
+        by_retention.setdefault(retention, []).append(pk)
+        cause = causes[pk]
+        reason = f"dependency job {cause or head} ended {JobState.CANCELED if cause else ended}"
+        changes.append(change(pk, type_code, state, JobState.CANCELED, "", reason))
+        entries.append(
+            JobStateChange(
+                job_id=pk, from_state=state, to_state=JobState.CANCELED, reason=reason, actor=actor, at=now
+            )
         )
+    for retention, pks in by_retention.items():
+        Job.objects.using(using).filter(pk__in=pks, state__in=waiting).update(
+            state=JobState.CANCELED,
+            state_changed_at=now,
+            finished_at=now,
+            delete_after=now + parse_duration(retention),
+        )
+    JobStateChange.objects.using(using).bulk_create(entries)
+    announce(changes, using=using)
 
 
 def record(

@@ -146,3 +146,26 @@ if os.environ.get("KOJO_TEST_RAISING_RECEIVER"):
     @receiver(kojo.signals.job_started, dispatch_uid="tests.kojo_jobs.broken_receiver")
     def broken_receiver(sender, **kwargs):
         raise RuntimeError("a broken job_started receiver")
+
+
+@kojo.worker
+def pipe_hygiene(job):
+    """Write a malformed line into every pipe this job process can write to; count the pipes it can
+    read, and those a program it runs would inherit."""
+    found = {"readable": 0, "inherited": 0}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            is_pipe = fd > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                flags = int(info.read().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError):
+            continue  # the directory's own descriptor, gone by now
+        if not is_pipe:
+            continue
+        found["inherited"] += not flags & os.O_CLOEXEC
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            found["readable"] += 1
+        else:
+            os.write(fd, b"1\n")
+    return found

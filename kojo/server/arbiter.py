@@ -30,7 +30,7 @@ from kojo.conf import settings
 from kojo.models import Job, Server
 from kojo.registry import registry
 from kojo.retries import end_attempt, give_back_unstarted, requeue_interrupted
-from kojo.server import exitcodes
+from kojo.server import exitcodes, forking
 from kojo.server import lease as lease_module
 from kojo.server.forking import set_title
 from kojo.server.heartbeat import beat, register_server
@@ -89,6 +89,7 @@ class Arbiter:
         self.lease = Lease()
         self.next_beat = 0.0
         self.unsure = UnsureClaims()
+        self.taken_over: set[tuple[int, int, int]] = set()  # (pid, job, fence) seen taken over once
         self.quick_deaths = 0
         self.db_backoff = 0.0
         self.report_buffer = b""
@@ -109,7 +110,9 @@ class Arbiter:
         lease_module.bounded_waits = True
         connections.close_all()
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK)
+        # Close-on-exec both: a program a job runs must not hold the server's pipes.
+        self.report_r, self.report_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        forking.parent_only_fds[:] = [self.wakeup_r, self.wakeup_w, self.report_r]
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self.queue_signal)
@@ -375,28 +378,37 @@ class Arbiter:
         *lines, self.report_buffer = self.report_buffer.split(b"\n")
         now = time.monotonic()
         for line in lines:
-            parts = line.decode().split(maxsplit=4)
-            if len(parts) == 5 and parts[1] == "done":
-                job_id, fence, result = int(parts[2]), int(parts[3]), json.loads(parts[4])
-                if not self.reported:
-                    self.reported_since = now
-                self.reported.append(ReportedSuccess(job_id, fence, result, f"{self.host}:{parts[0]}"))
-                worker = self.children.get(int(parts[0]))
-                if worker is not None and worker.kind == "worker" and worker.job_id == job_id:
-                    worker.job_id, worker.deadline, worker.idle_since = None, None, now
-                continue
-            child = self.children.get(int(parts[0])) if parts else None
-            if child is None:
-                continue
-            if parts[1] == "busy":
-                child.job_id, child.fence, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
-                child.deadline = now + child.timeout if child.timeout else None
-                child.idle_since = None
-                if self.aborts_ahead.pop(child.job_id, None) is not None:
-                    logger.info("job %s: aborted before it started; stopping its worker", child.job_id)
-                    self.terminate(child, "abort")
-            elif parts[1] == "idle":
-                child.job_id, child.deadline, child.idle_since = None, None, now
+            try:
+                self.read_report(line, now)
+            except (ValueError, IndexError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+                logger.error("ignored a malformed report line %r: %s", line[:200], error)
+
+    def read_report(self, line: bytes, now: float) -> None:
+        """One line; a line that does not parse raises (ValueError, IndexError), and is skipped."""
+        parts = line.decode().split(maxsplit=4)
+        if len(parts) == 5 and parts[1] == "done":
+            job_id, fence, result = int(parts[2]), int(parts[3]), json.loads(parts[4])
+            if not self.reported:
+                self.reported_since = now
+            self.reported.append(ReportedSuccess(job_id, fence, result, f"{self.host}:{parts[0]}"))
+            worker = self.children.get(int(parts[0]))
+            if worker is not None and worker.kind == "worker" and worker.job_id == job_id:
+                worker.job_id, worker.deadline, worker.idle_since = None, None, now
+            return
+        child = self.children.get(int(parts[0]))
+        if child is None:
+            return
+        if parts[1] == "busy":
+            child.job_id, child.fence, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
+            child.deadline = now + child.timeout if child.timeout else None
+            child.idle_since = None
+            if self.aborts_ahead.pop(child.job_id, None) is not None:
+                logger.info("job %s: aborted before it started; stopping its worker", child.job_id)
+                self.terminate(child, "abort")
+        elif parts[1] == "idle":
+            child.job_id, child.deadline, child.idle_since = None, None, now
+        else:
+            raise ValueError(f"unknown report {parts[1]!r}")
 
     def flush_reported(self) -> None:
         """Record pending reported successes now, unless there are none (no database round trip)."""
@@ -490,21 +502,23 @@ class Arbiter:
             return
         self.claims += 1
         token = new_token()
-        try:
-            jobs = self.unsure.recover(server_id=self.server.pk) or claim(
-                free,
-                server_id=self.server.pk,
-                host=self.host,
-                pid=self.pid,
-                queues=self.queues,
-                oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
-                finishing=self.reported,
-                token=token,
-            )
-        except DatabaseError:
-            self.unsure.failed(token)
-            raise
-        self.reported = []
+        jobs = self.unsure.recover(server_id=self.server.pk)
+        if not jobs:
+            try:
+                jobs = claim(
+                    free,
+                    server_id=self.server.pk,
+                    host=self.host,
+                    pid=self.pid,
+                    queues=self.queues,
+                    oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
+                    finishing=self.reported,
+                    token=token,
+                )
+            except DatabaseError:
+                self.unsure.failed(token)
+                raise
+            self.reported = []  # recorded by the claim's own statement
         self.more_due = len(jobs) == free
         for job in jobs:
             timeout = job.job_type.timeout_delta
@@ -589,10 +603,10 @@ class Arbiter:
     def fence_off(self, why: str) -> None:
         """Kill every job process and pooled worker now (SIGKILL): they may no longer be trusted."""
         victims = [child for child in self.job_children() if child.kill_reason != "lease"]
-        if victims:
-            logger.error("server[%s]: %s; killing %d job processes", self.pid, why, len(victims))
-        for child in victims:
+        for child in victims:  # before logging: a stalled log pipe must not delay the kill
             self.kill_untrusted(child)
+        if victims:
+            logger.error("server[%s]: %s; killed %d job processes", self.pid, why, len(victims))
 
     def kill_untrusted(self, child: Child) -> None:
         """SIGKILL a child whose run may no longer be trusted: no grace, nothing more it may do."""
@@ -612,11 +626,18 @@ class Arbiter:
                 )
             }
             self.read_reports()  # a worker that moved on meanwhile is not running that job any more
+            suspects, self.taken_over = self.taken_over, set()
             for job_id, child in running.items():
                 if child.job_id != job_id or child.kill_reason == "lease":
                     continue
                 fence, aborted_by = rows.get(job_id, (None, ""))
                 if fence != child.fence:
+                    # Seen at two renewals in a row: a worker whose job ended itself and was claimed
+                    # again elsewhere may simply not have said yet that it moved on.
+                    run = (child.pid, job_id, child.fence)
+                    if run not in suspects:
+                        self.taken_over.add(run)
+                        continue
                     logger.error("job %s: run %s was taken over; killing its process", job_id, child.fence)
                     self.kill_untrusted(child)
                 elif aborted_by and child.term_sent_at is None:

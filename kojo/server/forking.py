@@ -28,6 +28,9 @@ except ImportError:  # pragma: no cover - optional at run time
 
 logger = logging.getLogger(__name__)
 _inherited: list[object] = []
+# The arbiter's own file descriptors (its wake-up pipe, the read end of the report pipe): a child
+# closes them first thing, so only the arbiter ever reads what children report.
+parent_only_fds: list[int] = []
 _PR_SET_PDEATHSIG = 1
 
 
@@ -50,6 +53,11 @@ def prepare_child(parent_pid: int, title: str, *, own_process_group: bool) -> No
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
+    for fd in parent_only_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     if own_process_group:
         os.setpgrp()  # abort, timeout and stop then kill the job's whole group
     die_with_parent(parent_pid)

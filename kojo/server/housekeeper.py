@@ -52,7 +52,12 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
     leadership = Leadership()
     while not stopping and os.getppid() == server_pid:
         started = time.monotonic()
-        if not leadership.held():
+        try:
+            leading = leadership.held()
+        except Exception:  # a lock store error (Redis read-only after a failover, out of memory...)
+            logger.exception("housekeeping: cannot tell who leads; trying again")
+            leading = False
+        if not leading:
             time.sleep(settings.HOUSEKEEPING_INTERVAL)
             continue
         chores = [

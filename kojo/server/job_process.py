@@ -27,7 +27,7 @@ def spawn_job_process(job: Job, *, server_pid: int, host: str, report_fd: int, l
     title = f"job[{job.pk} {job.job_type.type_code}]"
 
     def run() -> None:
-        watch(lease, title)
+        watch(lease)
         run_claimed_job(job, host, report_fd)
 
     return fork_child(

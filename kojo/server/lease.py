@@ -70,7 +70,7 @@ class Lease:
         return self.until - time.monotonic()
 
 
-def watch(lease: Lease, what: str) -> None:
+def watch(lease: Lease) -> None:
     """In a job process or pooled worker: a daemon thread that kills this process group the moment
     the server's lease lapses. It blocks every signal, which stay the main thread's to handle."""
 
@@ -79,7 +79,7 @@ def watch(lease: Lease, what: str) -> None:
         while True:
             time.sleep(period)
             if lease.lapsed():
-                logger.error("%s: the server's lease lapsed (no renewal confirmed); stopping", what)
+                # No logging first: a stalled log pipe must not delay the kill. The arbiter says why.
                 os.killpg(os.getpgrp(), signal.SIGKILL)
 
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())

@@ -54,7 +54,7 @@ def spawn_worker(
     lease: Lease,
 ) -> int:
     def run() -> None:
-        watch(lease, f"worker[{index}]")
+        watch(lease)
         Worker(server_pid, server_id, host, report_fd, queues).run()
 
     return fork_child(

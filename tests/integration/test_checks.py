@@ -54,7 +54,8 @@ def test_prefetch_settings_are_checked(settings, name, value):
 
 @pytest.mark.parametrize(
     ("interval", "timeout", "expected"),
-    [(2.0, 15.0, None), (3.75, 15.0, None), (4.0, 15.0, "more than a quarter"), (1, "15", "positive")],
+    [(2.0, 15.0, None), (3.75, 15.0, None), (4.0, 15.0, "more than a quarter"), (1, "15", "positive")]
+    + [(0.25, 2.0, "at least 3 s")],
 )
 def test_heartbeats_leave_room_for_a_late_renewal(settings, interval, timeout, expected):
     settings.KOJO_HEARTBEAT_INTERVAL, settings.KOJO_HEARTBEAT_TIMEOUT = interval, timeout

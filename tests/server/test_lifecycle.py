@@ -171,3 +171,18 @@ def test_wait_follows_jobs_run_by_a_server(start_server, make_job_type):
     assert kojo.wait(good, timeout=20).result == {"v": 1}
     with pytest.raises(JobFailed, match="ValueError: failure 1"):
         kojo.wait([good, bad], timeout=20, raise_on_failure=True)
+
+
+def test_the_report_pipe_is_the_servers_own(start_server, make_job_type):
+    """A job process cannot read the server's report pipe, a program it runs inherits none of its
+    pipes, and a malformed line written into the pipe is logged and skipped."""
+    kind = make_job_type(worker="tests.kojo_jobs.pipe_hygiene")
+    prober = kojo.schedule(kind.type_code)
+    server = start_server("--mode", "ondemand", "--concurrency", "1")
+    finished(prober)
+    after = kojo.schedule("noop")
+    finished(after)
+    assert prober.result == {"readable": 0, "inherited": 0}
+    assert after.state == JobState.COMPLETE_SUCCESS
+    assert server.process.poll() is None
+    assert "ignored a malformed report line b'1'" in server.output()

@@ -1,0 +1,98 @@
+"""Races between sessions, forced with real concurrent transactions (threads with their own
+connections) on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+import kojo
+from kojo.models import Job
+from kojo.pruning import prune_expired
+from kojo.states import JobState
+from kojo.transitions import transition
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs one writer at a time"),
+]
+
+
+class InThread(threading.Thread):
+    """Run ``action`` in a thread with its own database connection; keep what it returned or raised."""
+
+    def __init__(self, action):
+        super().__init__(daemon=True)
+        self.action = action
+        self.result = self.error = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.action()
+        except Exception as error:  # noqa: BLE001 - the test asserts on it
+            self.error = error
+        finally:
+            connections.close_all()
+
+    def outcome(self, timeout: float = 20.0):
+        self.join(timeout)
+        assert not self.is_alive(), "the thread is still waiting"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def test_pruning_leaves_a_job_an_operator_is_retrying(make_job_type):
+    kind = make_job_type(auto_delete_interval_duration="PT0S")
+    job = kojo.schedule(kind.type_code)
+    Job.objects.filter(pk=job.pk).update(
+        state=JobState.COMPLETE_FAILED, delete_after=timezone.now() - timedelta(days=1)
+    )
+    retried, commit = threading.Event(), threading.Event()
+
+    def operator_retry():
+        with transaction.atomic():
+            kojo.retry(job.pk)
+            retried.set()
+            commit.wait(10)
+
+    operator = InThread(operator_retry)
+    operator.start()
+    assert retried.wait(10)
+    pruner = InThread(prune_expired)
+    pruner.start()
+    pruner.join(1.0)  # it deletes what it may meanwhile, or waits on the retried row
+    commit.set()
+    operator.outcome()
+    assert pruner.outcome() == 0
+    assert Job.objects.get(pk=job.pk).state == JobState.WAITING
+    assert prune_expired() == 0  # retried: no longer expired
+
+
+def test_a_dependency_failing_while_its_dependent_is_scheduled_cancels_it(make_job_type):
+    make_job_type("step")
+    dependency = kojo.schedule("step")
+    transition(dependency.pk, JobState.WORKING)
+    scheduled, commit = threading.Event(), threading.Event()
+
+    def view():
+        with transaction.atomic():  # a request scheduling a follow-up, still open
+            job = kojo.schedule("step", depends_on=[dependency])
+            scheduled.set()
+            commit.wait(10)
+        return job
+
+    request = InThread(view)
+    request.start()
+    assert scheduled.wait(10)
+    failing = InThread(lambda: transition(dependency.pk, JobState.COMPLETE_FAILED, reason="boom"))
+    failing.start()
+    failing.join(1.0)  # it ends now, or waits for the request to commit
+    commit.set()
+    dependent = request.outcome()
+    failing.outcome()
+    assert Job.objects.get(pk=dependent.pk).state == JobState.CANCELED
