@@ -150,8 +150,8 @@ if os.environ.get("KOJO_TEST_RAISING_RECEIVER"):
 
 @kojo.worker
 def pipe_hygiene(job):
-    """Write a malformed line into every pipe this job process can write to; count the pipes it can
-    read, and those a program it runs would inherit."""
+    """Write a malformed line (its pid alone) into every pipe this job process can write to; count
+    the pipes it can read, and those a program it runs would inherit."""
     found = {"readable": 0, "inherited": 0}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -167,5 +167,5 @@ def pipe_hygiene(job):
         if flags & os.O_ACCMODE == os.O_RDONLY:
             found["readable"] += 1
         else:
-            os.write(fd, b"1\n")
+            os.write(fd, f"{os.getpid()}\n".encode())  # one token: this child's pid, and nothing after
     return found
