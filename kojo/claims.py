@@ -500,16 +500,22 @@ class Admission:
         return set(self.free) | set(self.buckets)
 
     def count_limited(self, type_ids: set[int]) -> None:
+        """Count the working jobs of limited types under their rows' locks. Only a claim's first pass
+        waits for those locks, taken in id order; a later pass takes at once what it can and passes
+        over types another claimer holds, so two claimers never wait on each other in a cycle."""
         if not type_ids:
             return
+        later_pass = bool(self.counted)
         limits, criteria = {}, {}
-        locked = (
+        locked = list(
             JobType.objects.using(self.using)
             .filter(pk__in=sorted(type_ids))
             .order_by("pk")
-            .select_for_update()
+            .select_for_update(skip_locked=later_pass)
             .values_list("pk", "schedule_limit", "can_work_in_parallel", "readiness")
         )
+        for pk in type_ids - {row[0] for row in locked}:
+            self.free[pk] = 0  # held by another claimer right now: none of its jobs this time
         for pk, limit, parallel, readiness in locked:
             if not parallel:
                 limits[pk] = 1

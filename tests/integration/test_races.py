@@ -11,7 +11,8 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 import kojo
-from kojo.models import Job
+from kojo import claims
+from kojo.models import Job, JobType
 from kojo.pruning import prune_expired
 from kojo.states import JobState
 from kojo.transitions import transition
@@ -96,3 +97,33 @@ def test_a_dependency_failing_while_its_dependent_is_scheduled_cancels_it(make_j
     dependent = request.outcome()
     failing.outcome()
     assert Job.objects.get(pk=dependent.pk).state == JobState.CANCELED
+
+
+def test_a_claims_later_pass_never_waits_for_a_type_lock(make_job_type):
+    """Two claimers that each lock one type in a first pass and want the other's in a later pass
+    would deadlock: a later pass passes over a type another session holds instead of waiting."""
+    full = make_job_type(schedule_limit=1)
+    other = make_job_type(schedule_limit=5)
+    Job.objects.create(job_type=full, state=JobState.WORKING)
+    Job.objects.bulk_create(Job(job_type=full) for _ in range(claims.CANDIDATES_PER_SLOT))  # the first window
+    behind = Job.objects.create(job_type=other)
+    locked, release = threading.Event(), threading.Event()
+
+    def other_claimer():
+        with transaction.atomic():
+            list(JobType.objects.filter(pk=other.pk).select_for_update())
+            locked.set()
+            release.wait(10)
+
+    holder = InThread(other_claimer)
+    holder.start()
+    assert locked.wait(10)
+    claimer = InThread(lambda: claims.claim(1, host="h", pid=1))
+    claimer.start()
+    claimer.join(2.0)
+    finished_while_held = not claimer.is_alive()
+    release.set()
+    holder.outcome()
+    assert finished_while_held, "a later pass waited for another claimer's type lock"
+    assert claimer.outcome() == []
+    assert [job.pk for job in claims.claim(1, host="h", pid=1)] == [behind.pk]
