@@ -68,6 +68,7 @@ class Child:
     server_id: int | None = None  # a pooled worker's: the server row it claims under
     type_code: str = ""
     deadline: float | None = None
+    timed_out: tuple[int | None, int | None] | None = None  # the (job, fence) a timeout kill was for
     timeout: float = 0.0
     idle_since: float | None = None
     kill_reason: str = ""
@@ -340,7 +341,11 @@ class Arbiter:
                 self.settle_running(job, child, status)
 
     def settle_running(self, job: Job, child: Child, status: int) -> None:
-        if child.kill_reason == "timeout":
+        if child.kill_reason == "timeout" and child.timed_out != (job.pk, job.fence):
+            # A pooled worker's job finished just in time and the kill landed on its next one.
+            reason = f"interrupted: stopped by a timeout meant for job {child.timed_out[0]}"
+            requeue_interrupted(job, reason, actor=self.actor)
+        elif child.kill_reason == "timeout":
             end_attempt(job, Outcome.TIMED_OUT, f"timed out after {child.timeout:g} s", actor=self.actor)
         elif child.kill_reason == "abort" and not job.abort_requested_by:
             # The kill was meant for a job claimed ahead that finished first; this one was not aborted.
@@ -447,12 +452,15 @@ class Arbiter:
 
     def kill_stuck_children(self) -> None:
         now = time.monotonic()
+        if any(child.deadline is not None and now >= child.deadline for child in self.children.values()):
+            self.read_reports()  # a worker may have said meanwhile that it finished in time
         for child in list(self.children.values()):
             if child.term_sent_at is not None:
                 if now - child.term_sent_at >= settings.KILL_GRACE:
                     self.signal_child(child, signal.SIGKILL)
             elif child.deadline is not None and now >= child.deadline:
                 logger.warning("job %s timed out after %g s; stopping it", child.job_id, child.timeout)
+                child.timed_out = (child.job_id, child.fence)
                 self.terminate(child, "timeout")
 
     def terminate(self, child: Child, reason: str) -> None:

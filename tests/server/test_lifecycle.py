@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -186,3 +187,21 @@ def test_the_report_pipe_is_the_servers_own(start_server, make_job_type):
     assert after.state == JobState.COMPLETE_SUCCESS
     assert server.process.poll() is None
     assert "ignored a malformed report line b'" in server.output()
+
+
+def test_a_pooled_timeout_is_never_blamed_on_the_next_job(start_server, make_job_type, tmp_path):
+    """The arbiter is paused while a pooled job finishes just inside its timeout and the worker moves
+    on; resumed past that deadline, it must not stop the next job as if it had timed out."""
+    log = tmp_path / "runs"
+    kind = make_job_type(worker="tests.kojo_jobs.logged_sleep", timeout="PT1S")
+    first = kojo.schedule(kind.type_code, {"seconds": 0.7, "log": str(log)})
+    server = start_server("--mode", "static", "--concurrency", "1")
+    wait_for(lambda: log.exists() and f"{first.pk} " in log.read_text(), message="the first job to start")
+    nxt = kojo.schedule(kind.type_code, {"seconds": 0.6, "log": str(log)})
+    os.kill(server.pid, signal.SIGSTOP)
+    time.sleep(1.2)  # the first job ends in time; the worker takes the next; its deadline passes unseen
+    os.kill(server.pid, signal.SIGCONT)
+    finished(first)
+    finished(nxt)
+    assert (first.state, nxt.state) == (JobState.COMPLETE_SUCCESS, JobState.COMPLETE_SUCCESS), nxt.error
+    assert Outcome.TIMED_OUT not in outcomes(first) + outcomes(nxt)
