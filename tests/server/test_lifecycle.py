@@ -194,12 +194,13 @@ def test_a_pooled_timeout_is_never_blamed_on_the_next_job(start_server, make_job
     on; resumed past that deadline, it must not stop the next job as if it had timed out."""
     log = tmp_path / "runs"
     kind = make_job_type(worker="tests.kojo_jobs.logged_sleep", timeout="PT1S")
-    first = kojo.schedule(kind.type_code, {"seconds": 0.7, "log": str(log)})
-    server = start_server("--mode", "static", "--concurrency", "1")
+    first = kojo.schedule(kind.type_code, {"seconds": 0.5, "log": str(log)})
+    # A lease long enough that the pause cannot make the server stop its own jobs.
+    server = start_server("--mode", "static", "--concurrency", "1", KOJO_TEST_SET_HEARTBEAT_TIMEOUT="6")
     wait_for(lambda: log.exists() and f"{first.pk} " in log.read_text(), message="the first job to start")
     nxt = kojo.schedule(kind.type_code, {"seconds": 0.6, "log": str(log)})
     os.kill(server.pid, signal.SIGSTOP)
-    time.sleep(1.2)  # the first job ends in time; the worker takes the next; its deadline passes unseen
+    time.sleep(1.0)  # the first job ends in time; the worker takes the next; its deadline passes unseen
     os.kill(server.pid, signal.SIGCONT)
     finished(first)
     finished(nxt)
