@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 
 from kojo.admin.common import BoundedJSONField, as_form_error
 from kojo.models import Recurrence
@@ -49,7 +50,18 @@ class RecurrenceAdmin(admin.ModelAdmin):
     readonly_fields = ("next_run_at", "current_job")
 
     def save_model(self, request, obj, form, change):
-        if not change or set(form.changed_data) & set(DEFINITION):
+        """Apply what the form changed to the row as it is now, under the lock ``kojo.recur()`` and the
+        housekeeper take: the occurrence and next run they set meanwhile are kept, not overwritten
+        with what the page showed."""
+        if not change:
             save_definition(obj)
-        else:
-            obj.save()
+            return
+        with transaction.atomic():
+            current = Recurrence.objects.select_for_update().get(pk=obj.pk)
+            for name in form.changed_data:
+                setattr(current, name, getattr(obj, name))
+            if set(form.changed_data) & set(DEFINITION):
+                save_definition(current)
+            elif form.changed_data:
+                current.save(update_fields=form.changed_data)
+        obj.next_run_at, obj.current_job = current.next_run_at, current.current_job

@@ -149,3 +149,26 @@ def test_concurrent_housekeepers_create_one_occurrence(make_job_type):
         thread.join()
     assert errors == [] and len(created) == 1
     assert Job.objects.filter(job_type=kind).count() == 1
+
+
+@pytest.mark.parametrize("edit", [{"importance": 5}, {"params": '{"n": 2}'}])
+def test_an_admin_edit_keeps_what_the_housekeeper_did_while_the_page_was_open(make_job_type, edit):
+    from django.contrib.admin.sites import site
+
+    from kojo.admin.recurrences import RecurrenceForm
+
+    kind = make_job_type()
+    kojo.recur(kind.type_code, {"n": 1}, known_as="hourly", interval="PT1H")
+    shown = Recurrence.objects.get(known_as="hourly")  # the change page is rendered from this
+    [occurrence] = schedule_due_recurrences()  # meanwhile, a housekeeper creates the occurrence
+    page = RecurrenceForm(instance=shown)
+    data = {name: page[name].value() for name in RecurrenceForm.Meta.fields if page[name].value() is not None}
+    form = RecurrenceForm({**data, **edit}, instance=shown)  # what the browser sends back
+    assert form.is_valid(), form.errors
+    site._registry[Recurrence].save_model(None, form.save(commit=False), form, change=True)
+    schedule_due_recurrences()
+    # The occurrence made meanwhile gave way to the new definition: one pending occurrence, not two.
+    assert Job.objects.get(pk=occurrence.pk).state == JobState.CANCELED
+    pending = Job.objects.filter(job_type=kind, state=JobState.WAITING)
+    assert pending.count() == 1
+    assert Recurrence.objects.get(known_as="hourly").current_job_id == pending.get().pk
