@@ -9,11 +9,9 @@ from django.utils import timezone
 from kojo import messaging
 from kojo.exceptions import DependencyFailed, IllegalTransition
 from kojo.models import Job, JobStateChange
-from kojo.scheduling import MAX_ID, dependency_states
+from kojo.scheduling import ENDED_WITHOUT_SUCCESS, MAX_ID, dependency_states
 from kojo.states import JobState
 from kojo.transitions import default_actor, transition
-
-FAILED = (JobState.COMPLETE_FAILED, JobState.CANCELED)
 
 
 def cancel(job_id: int, *, by: str = "", reason: str = "") -> None:
@@ -72,7 +70,7 @@ def retry(job_id: int, *, by: str = "") -> None:
         if isinstance(job_id, int) and abs(job_id) <= MAX_ID:  # else the transition says "no such job"
             dependencies = list(Job.objects.filter(dependents__job_id=job_id).values_list("pk", flat=True))
         states = dependency_states(dependencies, using="default")
-        failed = {pk: state for pk, state in states.items() if state in FAILED}
+        failed = {pk: state for pk, state in states.items() if state in ENDED_WITHOUT_SUCCESS}
         if failed:
             listed = ", ".join(f"job {pk} ({state})" for pk, state in sorted(failed.items()))
             raise DependencyFailed(f"job {job_id} cannot be retried before its dependencies {listed}")

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # The largest id a job can have (a 64-bit primary key).
 MAX_ID = 2**63 - 1
+# A dependency in one of these states will never succeed: a job waiting on it could never run.
+ENDED_WITHOUT_SUCCESS = (JobState.COMPLETE_FAILED, JobState.CANCELED)
 
 
 def schedule(
@@ -146,9 +148,7 @@ def check_dependencies(ids: list[int], *, using: str) -> None:
     missing = [pk for pk in ids if pk not in states]
     if missing:
         raise InvalidSchedule(f"depends_on names jobs that do not exist: {missing}")
-    doomed = {
-        pk: state for pk, state in states.items() if state in (JobState.COMPLETE_FAILED, JobState.CANCELED)
-    }
+    doomed = {pk: state for pk, state in states.items() if state in ENDED_WITHOUT_SUCCESS}
     if doomed:
         raise InvalidSchedule(f"depends_on names jobs that already ended without success: {doomed}")
 
