@@ -8,10 +8,14 @@ migrated at every run through tests.server_settings with ``KOJO_TEST_DB_NAME=ben
 * ``EXPLAIN (ANALYZE, BUFFERS)`` of the claim's statement (captured from a real ``claim(10)``, run in a
   transaction rolled back; on PostgreSQL one statement reads the candidates with ``FOR UPDATE SKIP
   LOCKED``, marks them working and writes the state-change rows) is printed, with whether it uses the
-  partial index ``kojo_job_claimable``; its execution time is reported beside the timings;
+  partial index ``kojo_job_in_sight``; its execution time is reported beside the timings;
 * ``kojo.claims.claim(1)``, ``claim(10)`` and ``claim(64)`` (what a pooled worker claiming ahead takes
   at most, by default) are timed, each call committed on its own, ``--claims`` calls per batch size;
-  the jobs claimed are a small part of the queue.
+  the jobs claimed are a small part of the queue;
+* a bucket's backlog: a type limited to one working job per ``params["customer"]``, customer ``a`` at
+  its limit with 100,000 jobs waiting (``--backlog``) ahead of ``--claims`` jobs of other customers.
+  The first claims shelve the backlog (kojo.shelving, a one-time cost reported as such); then each
+  ``claim(1)`` is timed as above.
 
 Run ``cd /work/main && .venv/bin/python benchmarks/claim_cost.py [--claims N] [--sizes 10000,1000000]``.
 """
@@ -49,12 +53,14 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from kojo.claims import claim  # noqa: E402
 from kojo.models import Job, JobStateChange, JobType  # noqa: E402
+from kojo.readiness import limit_to  # noqa: E402
 from kojo.states import JobState  # noqa: E402
 
 DB_NAME = django_settings.DATABASES["default"]["NAME"]
 SIZES = (10_000, 1_000_000)
 CLAIMS = 100  # calls per batch size and queue size
-INDEX = "kojo_job_claimable"
+BACKLOG = 100_000  # jobs of one full bucket ahead of the ready ones
+INDEX = "kojo_job_in_sight"
 
 
 class Rollback(Exception):
@@ -72,12 +78,15 @@ def prepare_database() -> JobType:
     return JobType.objects.create(type_code="noop", name="No-op", worker="tests.kojo_jobs.noop")
 
 
-def fill(job_type: JobType, waiting: int) -> float:
-    """Empty the job tables and insert `waiting` due jobs in one statement; return the seconds taken."""
+def fill(job_type: JobType, waiting: int, params: str = "") -> float:
+    """Empty the job tables and insert `waiting` due jobs in one statement; return the seconds taken.
+    ``params`` is an SQL expression of the series number ``g`` for each job's params."""
     template = Job(job_type=job_type)
     columns, values = [], []
     for field in Job._meta.concrete_fields:
         if field.primary_key or field.name in ("start_after", "created_at", "state_changed_at"):
+            continue
+        if params and field.name == "params":
             continue
         columns.append(connection.ops.quote_name(field.column))
         values.append(field.get_db_prep_save(getattr(template, field.attname), connection))
@@ -85,6 +94,9 @@ def fill(job_type: JobType, waiting: int) -> float:
     stamps = ["start_after", "created_at", "state_changed_at"]
     columns += stamps
     placeholders = ", ".join(["%s"] * len(values) + ["now() - interval '1 hour' + g * interval '1 ms'"] * 3)
+    if params:
+        columns.append("params")
+        placeholders += f", {params}"
     tables = ", ".join(model._meta.db_table for model in (JobStateChange, Job))
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -129,10 +141,40 @@ def time_claims(slots: int, calls: int) -> list[float]:
     return seconds
 
 
+def bucket_backlog(backlog: int, calls: int) -> tuple[list[float], list[float]]:
+    """Seconds of each claim that shelved part of the backlog, then of each timed claim(1)."""
+    job_type = JobType.objects.create(
+        type_code=f"per_customer_{backlog}",
+        name="One per customer",
+        worker="tests.kojo_jobs.noop",
+        readiness=limit_to(1, key="customer"),
+    )
+    # Job 1 is customer a's working job, jobs 2..backlog+1 wait behind it, then the other customers'.
+    customer = f"CASE WHEN g <= {backlog + 1} THEN 'a' ELSE 'c' || g END"
+    fill(job_type, backlog + 1 + calls + 1, params=f"jsonb_build_object('customer', {customer})")
+    if len(claim(1, host="bench", pid=os.getpid())) != 1:
+        raise RuntimeError("customer a's first job was not claimed")
+    shelving, timed = [], []
+    while True:
+        started = time.perf_counter()
+        got = claim(1, host="bench", pid=os.getpid())
+        shelving.append(time.perf_counter() - started)
+        if got:
+            break
+    for _ in range(calls):
+        started = time.perf_counter()
+        got = claim(1, host="bench", pid=os.getpid())
+        timed.append(time.perf_counter() - started)
+        if [job.params["customer"] for job in got] == ["a"] or len(got) != 1:
+            raise RuntimeError(f"claim(1) returned {got}")
+    return shelving, timed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, default=CLAIMS, help=f"calls per batch size ({CLAIMS})")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="waiting-queue sizes")
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help=f"a full bucket's jobs ({BACKLOG:,})")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     job_type = prepare_database()
@@ -175,6 +217,19 @@ def main() -> int:
         figures = " | ".join(f"{value:.2f}" for value in (mean, p50, p95, mean / slots))
         print(f"| {size:,} | {slots} | {figures} | {query_ms:.3f} | {uses} |")
     print("\n(statement ms: the EXPLAIN ANALYZE execution time of claim(10)'s statement with SKIP LOCKED)")
+
+    shelving, timed = bucket_backlog(args.backlog, args.claims)
+    times = [s * 1000 for s in timed]
+    print(
+        f"\n== {args.backlog:,} jobs of one full bucket ahead of {args.claims} ready jobs: the backlog was "
+        f"shelved by {len(shelving) - 1} claims ({sum(shelving[:-1]):.2f} s in all, once); the claim "
+        f"that reached the first ready job took {shelving[-1] * 1000:.2f} ms"
+    )
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[18]
+    print(
+        f"claim(1) behind the shelved backlog: mean {statistics.mean(times):.2f} ms, "
+        f"p50 {statistics.median(times):.2f}, p95 {p95:.2f}"
+    )
     return 0
 
 

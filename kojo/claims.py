@@ -43,7 +43,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
-from kojo.readiness import Buckets, bucket_keys
+from kojo.readiness import Buckets, bucket_keys, bucket_of
+from kojo.shelving import Shelf, tag
 from kojo.states import JobState
 from kojo.transitions import (
     ReportedSuccess,
@@ -58,8 +59,12 @@ logger = logging.getLogger(__name__)
 
 # Candidates read per requested job, so a few rows locked by other servers do not leave us empty-handed.
 CANDIDATES_PER_SLOT = 4
-# Passes over ever wider windows before a claim gives up looking past jobs it cannot take.
-MAX_PASSES = 8
+# Passes over ever wider windows before a claim gives up looking past jobs it cannot take, and the
+# most rows it reads in all: jobs it shelves are read once, but jobs a readiness check keeps waiting
+# are read again by every claim.
+MAX_PASSES = 12
+MAX_WINDOW = 4096
+MAX_READ = 10_000
 # One claim in this many (per server or pooled worker) ignores importance and takes the oldest due
 # jobs, so that a steady stream of important jobs cannot starve the rest.
 OLDEST_FIRST_EVERY = 10
@@ -117,9 +122,11 @@ def claim(
         admission = Admission(slots, using=using)
         seen: set[int] = set()
         window_size = slots * CANDIDATES_PER_SLOT
+        read = 0
         # Usually one pass. When the window is filled by jobs of types already at their limit, or by
         # jobs not ready yet, look again past them with a wider window, so they cannot hide the
-        # claimable jobs behind them.
+        # claimable jobs behind them. Jobs over a full bucket are shelved as they are met
+        # (kojo.shelving): later passes, and later claims, no longer read them.
         for _ in range(MAX_PASSES):
             window = candidates
             if seen:
@@ -127,13 +134,16 @@ def claim(
             if admission.full:
                 window = window.exclude(job_type_id__in=admission.full)
             rows = list(window[:window_size])
-            seen.update(job.pk for job in rows)
+            read += len(rows)
             passed_over = admission.consider(rows)
-            if admission.done or len(rows) < window_size or not passed_over:
+            seen.update(job.pk for job in rows if job.pk not in admission.shelved)
+            admission.shelf.apply()
+            if admission.done or len(rows) < window_size or not passed_over or read >= MAX_READ:
                 break
-            window_size *= 2
+            window_size = min(window_size * 2, MAX_WINDOW)
         if not admission.chosen:
             return []
+        admission.bring_back()
         return mark_working(admission, server_id=server_id, host=host, pid=pid, token=token, using=using)
 
 
@@ -184,7 +194,7 @@ def candidate_query(using: str, queues: tuple[str, ...], oldest_first: bool) -> 
     candidates = (
         Job.objects.using(using)
         .select_related("job_type")
-        .filter(state=JobState.WAITING, job_type__is_enabled=True)
+        .filter(state=JobState.WAITING, shelved=False, job_type__is_enabled=True)
         .filter(~Exists(unmet))
     )
     if queues:
@@ -349,6 +359,8 @@ def working_fields(
         "pid": pid,
         "progress": None,
         "abort_requested_by": "",
+        "bucket": "",
+        "shelved": False,
     }
 
 
@@ -418,7 +430,8 @@ claimed AS (
     UPDATE kojo_job
     SET state = %s, state_changed_at = %s, started_at = %s, heartbeat_at = statement_timestamp(),
         server_id = %s, claim_token = %s, host = %s, pid = %s, progress = NULL, abort_requested_by = '',
-        attempts = attempts + 1, fence = fence + 1, singleton = job_type_id = ANY(%s::bigint[])
+        bucket = '', shelved = false, attempts = attempts + 1, fence = fence + 1,
+        singleton = job_type_id = ANY(%s::bigint[])
     WHERE id = ANY({chosen}) AND state = %s
     RETURNING {columns}
 ),
@@ -465,6 +478,8 @@ class Admission:
         self.buckets: dict[int, Buckets] = {}  # type id with readiness criteria -> working per bucket
         self.full: set[int] = set()
         self.singletons: set[int] = set()
+        self.shelf = Shelf(using)
+        self.shelved: set[int] = set()
 
     @property
     def done(self) -> bool:
@@ -487,13 +502,33 @@ class Admission:
                 buckets = self.buckets[type_id] = Buckets(job.job_type.readiness, ())
             if buckets is not None and not buckets.admits(job.params):
                 passed_over += 1
+                if buckets.whole_type_full():
+                    self.full.add(type_id)
+                elif full := buckets.full_required(job.params):
+                    keys, bucket, limit = full
+                    if self.shelf.over_limit(job, tag(keys, bucket), limit):
+                        self.shelved.add(job.pk)
                 continue
             if type_id in self.free:
                 self.free[type_id] -= 1
             if buckets is not None:
                 buckets.add(job.params)
+            self.shelf.took(job)
             self.chosen.append(job)
         return passed_over
+
+    def bring_back(self) -> None:
+        """Bring shelved jobs of the buckets this claim took from back into sight: as many as it took,
+        plus the room their bucket has left."""
+        room = {}
+        for job in self.chosen:
+            buckets = self.buckets.get(job.job_type_id)
+            if job.bucket and buckets is not None:
+                for keys in bucket_keys(buckets.criterion):
+                    bucket = bucket_of(job.params, keys)
+                    if keys and tag(keys, bucket) == job.bucket:
+                        room[(job.job_type_id, job.bucket)] = buckets.room(keys, bucket)
+        self.shelf.bring_back(room)
 
     @property
     def counted(self) -> set[int]:

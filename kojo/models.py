@@ -187,22 +187,39 @@ class Job(models.Model):
         "own heartbeat keeps a working job alive.",
     )
     delete_after = models.DateTimeField(null=True, blank=True)
+    # A waiting job whose bucket (readiness limit by params key) was full when a claim saw it: the
+    # bucket's tag, and whether the job is shelved out of the claim's sight behind the one job of its
+    # bucket left in view (kojo.shelving).
+    bucket = models.CharField(max_length=32, blank=True, default="", editable=False)
+    shelved = models.BooleanField(default=False, editable=False)
 
     class Meta:
         db_table = "kojo_job"
         ordering = ["-id"]
         indexes = [
-            # The claim query: waiting jobs in claim order.
+            # The claim query: waiting jobs in claim order, shelved ones out of sight.
             models.Index(
                 fields=["-importance", "start_after", "id"],
-                name="kojo_job_claimable",
-                condition=Q(state=JobState.WAITING),
+                name="kojo_job_in_sight",
+                condition=Q(state=JobState.WAITING, shelved=False),
             ),
             # The claim that now and then ignores importance (oldest first), so nothing starves.
             models.Index(
                 fields=["start_after", "id"],
-                name="kojo_job_oldest_waiting",
-                condition=Q(state=JobState.WAITING),
+                name="kojo_job_oldest_in_sight",
+                condition=Q(state=JobState.WAITING, shelved=False),
+            ),
+            # Shelved jobs by bucket, in claim order: the next ones to bring back into sight.
+            models.Index(
+                fields=["job_type", "bucket", "-importance", "start_after", "id"],
+                name="kojo_job_shelved",
+                condition=Q(shelved=True),
+            ),
+            # The job left in sight for each bucket with shelved jobs (housekeeping checks it is there).
+            models.Index(
+                fields=["job_type", "bucket"],
+                name="kojo_job_bucket_in_sight",
+                condition=Q(state=JobState.WAITING, shelved=False) & ~Q(bucket=""),
             ),
             # Per-type counts (schedule limits, dashboards) and the admin's state filter.
             models.Index(fields=["job_type", "state"], name="kojo_job_type_state"),

@@ -146,6 +146,21 @@ def bucket_keys(criterion: Any) -> set[tuple[str, ...]]:
     return set().union(*(bucket_keys(item) for item in criterion.get("all", criterion.get("any", []))))
 
 
+def required_limits(criterion: Any) -> list[dict[str, Any]]:
+    """The limits every job of the type must meet: those reached from the root through lists and
+    ``all`` alone. A job over one of them cannot be ready until that bucket has room, whatever the
+    rest of the tree says."""
+    if isinstance(criterion, list):
+        return [limit for item in criterion for limit in required_limits(item)]
+    if not isinstance(criterion, dict):
+        return []
+    if "limit" in criterion:
+        return [criterion]
+    if "all" in criterion and isinstance(criterion["all"], list):
+        return required_limits(criterion["all"])
+    return []
+
+
 def keys_of(criterion: dict[str, Any]) -> tuple[str, ...]:
     key = criterion.get("key")
     if key is None:
@@ -176,6 +191,30 @@ class Buckets:
 
     def admits(self, params: dict[str, Any]) -> bool:
         return is_ready(self.criterion, params, self)
+
+    def room(self, keys: tuple[str, ...], bucket: str) -> int:
+        """Jobs the bucket ``bucket`` of ``keys`` can still take under the required limits on those
+        keys (0 when none limits them)."""
+        limits = [limit for limit in required_limits(self.criterion) if keys_of(limit) == keys]
+        if not limits:
+            return 0
+        return max(0, min(limit["limit"] for limit in limits) - self.counts[keys][bucket])
+
+    def full_required(self, params: dict[str, Any]) -> tuple[tuple[str, ...], str, int] | None:
+        """The first required limit on params keys whose bucket for ``params`` is full, as (keys,
+        bucket, limit); None when there is none (the job may be not ready for another reason)."""
+        for limit in required_limits(self.criterion):
+            keys = keys_of(limit)
+            if keys and self.counts[keys][bucket := bucket_of(params, keys)] >= limit["limit"]:
+                return keys, bucket, limit["limit"]
+        return None
+
+    def whole_type_full(self) -> bool:
+        """A required limit without keys is reached: no job of the type can be ready."""
+        return any(
+            not keys_of(limit) and sum(self.counts[()].values()) >= limit["limit"]
+            for limit in required_limits(self.criterion)
+        )
 
 
 def is_ready(criterion: Any, params: dict[str, Any], buckets: Buckets | None = None) -> bool:

@@ -80,7 +80,9 @@ def transition(
             return False
         _, attempts, type_code, retention = row
         now = timezone.now()
-        updates: dict[str, Any] = {"state": to, "state_changed_at": now, **fields}
+        # Whatever the change, the job leaves its bucket's shelf (kojo.shelving).
+        updates: dict[str, Any] = {"state": to, "state_changed_at": now, "shelved": False, "bucket": ""}
+        updates.update(fields)
         if to in TERMINAL:
             updates.setdefault("finished_at", now)
             updates.setdefault("delete_after", now + parse_duration(retention))
@@ -309,6 +311,8 @@ def cancel_batch(causes: dict[int, int], head: int, ended: JobState, *, using: s
             state_changed_at=now,
             finished_at=now,
             delete_after=now + parse_duration(retention),
+            shelved=False,
+            bucket="",
         )
     JobStateChange.objects.using(using).bulk_create(entries)
     announce(changes, using=using)

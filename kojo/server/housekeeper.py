@@ -26,6 +26,7 @@ from kojo.recurrence import schedule_due_recurrences
 from kojo.server import exitcodes, lease
 from kojo.server.forking import fork_child
 from kojo.server.heartbeat import forget_dead_servers, rescue_orphans
+from kojo.shelving import bring_back_stranded
 
 logger = logging.getLogger(__name__)
 # Seconds between two looks at whether the job table needs analyzing (the first pass looks at once).
@@ -64,6 +65,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             lambda: schedule_due_ticks(actor=actor),
             lambda: schedule_due_recurrences(actor=actor),
             lambda: rescue_orphans(actor=actor),
+            bring_back_stranded,
         ]
         if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
             chores += [prune_expired, forget_dead_servers]
