@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from kojo import messaging
 from kojo.exceptions import DependencyFailed, IllegalTransition
-from kojo.models import Job, JobStateChange
-from kojo.scheduling import ENDED_WITHOUT_SUCCESS, MAX_ID, dependency_states
+from kojo.models import Job, JobStateChange, JobType
+from kojo.scheduling import ENDED_WITHOUT_SUCCESS, MAX_ID, check_allowance, dependency_states
 from kojo.states import JobState
 from kojo.transitions import default_actor, transition
 
@@ -48,24 +48,39 @@ def abort(job_id: int, *, by: str = "") -> bool:
 
 
 def release(job_id: int, *, by: str = "") -> None:
-    """Let a held job run again."""
-    transition(
-        job_id,
-        JobState.WAITING,
-        expect=[JobState.HOLD],
-        reason=f"released by {by or default_actor()}",
-        actor=by,
-        start_after=timezone.now(),
-    )
+    """Let a held job run again; refused (WaitingLimitReached) while its type has as many jobs waiting
+    as its ``schedule_limit_allowance`` allows."""
+    with transaction.atomic():
+        check_allowance_of(job_id)
+        transition(
+            job_id,
+            JobState.WAITING,
+            expect=[JobState.HOLD],
+            reason=f"released by {by or default_actor()}",
+            actor=by,
+            start_after=timezone.now(),
+        )
+
+
+def check_allowance_of(job_id: int) -> None:
+    """The job's type's waiting allowance, as ``schedule()`` checks it: a job an operator puts back in
+    the queue is new work for it (a retry the job's own policy makes is not: see kojo.retries)."""
+    if not isinstance(job_id, int) or abs(job_id) > MAX_ID:
+        return  # the transition says "no such job"
+    job_type = JobType.objects.filter(jobs__pk=job_id).first()
+    if job_type is not None:
+        check_allowance(job_type, using="default")
 
 
 def retry(job_id: int, *, by: str = "") -> None:
     """Run a failed or canceled job again, with a fresh count of attempts.
 
     A job whose dependency ended without success would wait forever: that is refused, naming the
-    dependencies to retry first (a dependency's own retry does not bring back what it canceled).
+    dependencies to retry first (a dependency's own retry does not bring back what it canceled). So is
+    a retry beyond the type's waiting allowance (WaitingLimitReached), as for ``release``.
     """
     with transaction.atomic():
+        check_allowance_of(job_id)
         dependencies = []
         if isinstance(job_id, int) and abs(job_id) <= MAX_ID:  # else the transition says "no such job"
             dependencies = list(Job.objects.filter(dependents__job_id=job_id).values_list("pk", flat=True))
@@ -96,7 +111,8 @@ def hold(job_id: int, *, by: str = "") -> None:
 
 
 def run_now(job_id: int, *, by: str = "") -> None:
-    """Let a held job run now (a release), or bring a waiting job's start forward to now.
+    """Let a held job run now (a release, within the waiting allowance), or bring a waiting job's
+    start forward to now.
 
     A waiting job stays waiting, so the second case is no transition: one conditional UPDATE of its
     start time plus a changelog row, and a wake-up for idle servers once the transaction commits.
@@ -105,16 +121,19 @@ def run_now(job_id: int, *, by: str = "") -> None:
     by = by or default_actor()
     now = timezone.now()
     reason = f"run now by {by}"
-    if transition(
-        job_id,
-        JobState.WAITING,
-        expect=[JobState.HOLD],
-        reason=reason,
-        actor=by,
-        strict=False,
-        start_after=now,
-    ):
-        return
+    with transaction.atomic():
+        if Job.objects.filter(pk=job_id, state=JobState.HOLD).exists():
+            check_allowance_of(job_id)
+        if transition(
+            job_id,
+            JobState.WAITING,
+            expect=[JobState.HOLD],
+            reason=reason,
+            actor=by,
+            strict=False,
+            start_after=now,
+        ):
+            return
     with transaction.atomic():
         if not Job.objects.filter(pk=job_id, state=JobState.WAITING).update(start_after=now):
             state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()

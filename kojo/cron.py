@@ -16,9 +16,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from kojo.exceptions import WaitingLimitReached
 from kojo.models import Job, JobType
-from kojo.scheduling import create_job
-from kojo.states import JobState
+from kojo.scheduling import check_allowance, create_job
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +66,11 @@ def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: st
             return None
         if first and now - tick > FIRST_TICK_GRACE:
             return None
-        if job_type.schedule_limit_allowance:
-            waiting = Job.objects.filter(job_type=job_type, state=JobState.WAITING).count()
-            if waiting >= job_type.schedule_limit_allowance:
-                logger.warning(
-                    "cron tick %s of %s skipped: %s jobs already waiting (allowance %s)",
-                    tick.isoformat(),
-                    job_type,
-                    waiting,
-                    job_type.schedule_limit_allowance,
-                )
-                return None
+        try:
+            check_allowance(job_type, using="default")
+        except WaitingLimitReached as refused:
+            logger.warning("cron tick %s of %s skipped: %s", tick.isoformat(), job_type, refused)
+            return None
         try:
             with transaction.atomic():
                 return create_job(

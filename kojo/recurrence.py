@@ -19,9 +19,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from kojo.durations import InvalidDuration, parse_duration
-from kojo.exceptions import InvalidSchedule
+from kojo.exceptions import InvalidSchedule, WaitingLimitReached
 from kojo.models import Job, Recurrence, Reference
-from kojo.scheduling import clean_importance, clean_params, create_job, enabled_job_type
+from kojo.scheduling import check_allowance, clean_importance, clean_params, create_job, enabled_job_type
 from kojo.states import TERMINAL, JobState
 from kojo.transitions import transition
 
@@ -210,6 +210,20 @@ def create_occurrence(recurrence: Recurrence, now: datetime, *, actor: str) -> J
         if not claimed:
             return None  # another server made this occurrence
         job_type = recurrence.job_type
+        try:
+            check_allowance(job_type, using="default")
+        except WaitingLimitReached as refused:
+            # Skipped like a cron tick: the definition moves on to its next run.
+            upcoming = next_run(recurrence, None, now)
+            Recurrence.objects.filter(pk=recurrence.pk).update(next_run_at=upcoming)
+            logger.warning(
+                "recurrence %s: occurrence skipped, next at %s: %s",
+                recurrence.known_as,
+                upcoming.isoformat(),
+                refused,
+                extra={"action": "recur"},
+            )
+            return None
         importance = job_type.default_importance if recurrence.importance is None else recurrence.importance
         fields = {
             "job_type": job_type,

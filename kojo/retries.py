@@ -3,6 +3,11 @@
 Every way a working job can stop without finishing well (an exception, a crash, a timeout, a lost
 server) comes here, so they all count as attempts and obey the same policy: a job that kills its
 process every time ends ``complete_failed`` after ``max_attempts``, it never loops.
+
+A job going back to ``waiting`` here is let in whatever its type's ``schedule_limit_allowance``: the
+allowance bounds new work entering the queue, and this job was counted when it entered. Refusing its
+next attempt would end a job its own policy means to finish. (An operator's retry or release is new
+work and is refused beyond the allowance: kojo.control.)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from django.contrib.auth import get_permission_codename
 
 from kojo import control
 from kojo.admin.common import ReadOnlyAdmin, report
-from kojo.exceptions import DependencyFailed, IllegalTransition
+from kojo.exceptions import DependencyFailed, IllegalTransition, WaitingLimitReached
 from kojo.listing import CappedPaginator, search_jobs
 from kojo.models import Job, JobDependency, JobStateChange
 
@@ -106,7 +106,7 @@ class JobAdmin(ReadOnlyAdmin):
         for job_id in ids:
             try:
                 result = operation(job_id, by=by)
-            except (IllegalTransition, DependencyFailed) as error:
+            except (IllegalTransition, DependencyFailed, WaitingLimitReached) as error:
                 refused.append(str(error))
             else:
                 (handed if result is False else done).append(f"job {job_id}")
