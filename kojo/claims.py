@@ -314,7 +314,13 @@ def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots
         sql, params = query.query.get_compiler(using).as_sql()
     if sum(param is DUE_BY for param in params) != 1:
         raise RuntimeError("the compiled candidate query lost its placeholder for the current time")
-    return sql, params
+    # The candidates' types share-locked, passing over any being edited: a type edit that commits
+    # while this statement runs is read as edited (PostgreSQL reads a locked row's latest version),
+    # so it is in force for every claim that commits after it. The ORM cannot say FOR SHARE.
+    job_lock = 'FOR UPDATE OF "kojo_job" SKIP LOCKED'
+    if not sql.endswith(job_lock):
+        raise RuntimeError("the compiled candidate query does not end with its row lock")
+    return f'{sql} FOR SHARE OF "kojo_job_type" SKIP LOCKED', params
 
 
 @functools.cache
@@ -480,6 +486,9 @@ class Admission:
         self.singletons: set[int] = set()
         self.shelf = Shelf(using)
         self.shelved: set[int] = set()
+        self.readiness: dict[int, Any] = {}  # type id -> its criteria, read under the type's lock
+        self.confirmed: set[int] = set()  # types read again under a share lock: still no admission
+        self.holds_type_locks = False
 
     @property
     def done(self) -> bool:
@@ -487,7 +496,9 @@ class Admission:
 
     def consider(self, rows: list[Job]) -> int:
         """Choose from ``rows`` in order; return how many were passed over (full type or not ready)."""
-        self.count_limited({job.job_type_id for job in rows if is_limited(job.job_type)} - self.counted)
+        new = {job.job_type_id: job.job_type for job in rows if job.job_type_id not in self.counted}
+        self.count_limited({pk for pk, job_type in new.items() if is_limited(job_type)})
+        self.confirm_unlimited(set(new) - self.counted)
         passed_over = 0
         for job in rows:
             if self.done:
@@ -498,8 +509,8 @@ class Admission:
                 passed_over += 1
                 continue
             buckets = self.buckets.get(type_id)
-            if job.job_type.readiness and buckets is None:
-                buckets = self.buckets[type_id] = Buckets(job.job_type.readiness, ())
+            if self.readiness.get(type_id) and buckets is None:
+                buckets = self.buckets[type_id] = Buckets(self.readiness[type_id], ())
             if buckets is not None and not buckets.admits(job.params):
                 passed_over += 1
                 if buckets.whole_type_full():
@@ -532,7 +543,7 @@ class Admission:
 
     @property
     def counted(self) -> set[int]:
-        return set(self.free) | set(self.buckets)
+        return set(self.free) | set(self.buckets) | self.confirmed
 
     def count_limited(self, type_ids: set[int]) -> None:
         """Count the working jobs of limited types under their rows' locks. Only a claim's first pass
@@ -540,23 +551,28 @@ class Admission:
         over types another claimer holds, so two claimers never wait on each other in a cycle."""
         if not type_ids:
             return
-        later_pass = bool(self.counted)
+        later_pass = self.holds_type_locks
+        self.holds_type_locks = True
         limits, criteria = {}, {}
         locked = list(
             JobType.objects.using(self.using)
             .filter(pk__in=sorted(type_ids))
             .order_by("pk")
             .select_for_update(skip_locked=later_pass)
-            .values_list("pk", "schedule_limit", "can_work_in_parallel", "readiness")
+            .values_list("pk", "schedule_limit", "can_work_in_parallel", "readiness", "is_enabled")
         )
         for pk in type_ids - {row[0] for row in locked}:
             self.free[pk] = 0  # held by another claimer right now: none of its jobs this time
-        for pk, limit, parallel, readiness in locked:
+        for pk, limit, parallel, readiness, enabled in locked:
+            if not enabled:
+                self.free[pk] = 0  # disabled since the candidates were read
+                continue
             if not parallel:
                 limits[pk] = 1
                 self.singletons.add(pk)
             elif limit:
                 limits[pk] = limit
+            self.readiness[pk] = readiness
             if readiness:
                 criteria[pk] = readiness
         working = Job.objects.using(self.using).filter(state=JobState.WORKING)
@@ -576,6 +592,32 @@ class Admission:
                 params[type_id].append(job_params)
             for pk, readiness in criteria.items():
                 self.buckets[pk] = Buckets(readiness, params[pk])
+
+
+    def confirm_unlimited(self, type_ids: set[int]) -> None:
+        """Read again, under a share lock, the types whose candidates said their jobs need no count.
+
+        The candidates were read a moment ago: an edit that made a type limited, singleton or disabled
+        may have committed since. Read as they are now and share-locked until this claim commits (an
+        edit waits for it; it never waits for an edit, whose rows it passes over), a type that now
+        needs admission is passed over this time: an edit is in force for every claim that commits
+        after it."""
+        if not type_ids:
+            return
+        self.holds_type_locks = True
+        current = JobType.objects.using(self.using).filter(pk__in=sorted(type_ids))
+        if connections[self.using].vendor == "postgresql":
+            columns = column_names(JobType)
+            current = JobType.objects.using(self.using).raw(
+                f"SELECT {columns} FROM kojo_job_type WHERE id = ANY(%s) ORDER BY id FOR SHARE SKIP LOCKED",
+                [sorted(type_ids)],
+            )
+        for job_type in current:
+            if job_type.is_enabled and not is_limited(job_type):
+                self.confirmed.add(job_type.pk)
+                self.readiness[job_type.pk] = job_type.readiness
+        for pk in type_ids - self.confirmed:
+            self.free[pk] = 0  # limited or disabled since, or being edited: none of its jobs this time
 
 
 def is_limited(job_type: JobType) -> bool:

@@ -17,8 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from kojo.exceptions import WaitingLimitReached
-from kojo.models import Job, JobType
+from kojo.models import CronOverflow, Job, JobType
 from kojo.scheduling import check_allowance, create_job
+from kojo.states import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,17 @@ def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: st
         except WaitingLimitReached as refused:
             logger.warning("cron tick %s of %s skipped: %s", tick.isoformat(), job_type, refused)
             return None
+        if job_type.cron_overflow == CronOverflow.SKIP and job_type.effective_limit:
+            pending = Job.objects.filter(job_type=job_type, state__in=[JobState.WAITING, JobState.WORKING])
+            if (count := pending.count()) >= job_type.effective_limit:
+                logger.info(
+                    "cron tick %s of %s skipped: %s jobs waiting or working take its limit of %s",
+                    tick.isoformat(),
+                    job_type,
+                    count,
+                    job_type.effective_limit,
+                )
+                return None
         try:
             with transaction.atomic():
                 return create_job(

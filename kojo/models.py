@@ -26,6 +26,13 @@ class Backoff(models.TextChoices):
     EXPONENTIAL = "exponential", "exponential: interval × 2^(attempt-1)"
 
 
+class CronOverflow(models.TextChoices):
+    """What a cron tick does when its type is already at its limit."""
+
+    QUEUE = "queue", "queue: the tick's job waits for a free slot"
+    SKIP = "skip", "skip: no job for a tick while the type's limit is taken by waiting or working jobs"
+
+
 class JobType(models.Model):
     """What a kind of job runs and the rules for running it; the row operators tune in the admin."""
 
@@ -48,6 +55,14 @@ class JobType(models.Model):
         default="",
         validators=[validators.validate_cron],
         help_text="Five-field cron expression in UTC; empty for a type that is only scheduled from code.",
+    )
+    cron_overflow = models.CharField(
+        max_length=8,
+        choices=CronOverflow.choices,
+        default=CronOverflow.QUEUE,
+        validators=[validators.validate_cron_overflow],
+        help_text="A tick while as many jobs of this type wait or work as its limit (1 for a singleton) "
+        "allows: queue its job behind them, or skip the tick. Without a limit, every tick gets its job.",
     )
     schedule_limit = models.PositiveIntegerField(
         default=0,

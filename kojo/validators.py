@@ -88,6 +88,17 @@ def validate_flag(value: bool) -> None:
         )
 
 
+def validate_cron_overflow(value: str) -> None:
+    from kojo.models import CronOverflow
+
+    if value not in CronOverflow.values:
+        raise ValidationError(
+            "%(value)r is not a cron overflow rule: use %(known)s.",
+            code="invalid_cron_overflow",
+            params={"value": value, "known": ", ".join(CronOverflow.values)},
+        )
+
+
 def validate_backoff(value: str) -> None:
     from kojo.models import Backoff
 

@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+from pathlib import Path
 
 from django.db import transaction
 from django.dispatch import receiver
@@ -169,3 +170,12 @@ def pipe_hygiene(job):
         else:
             os.write(fd, f"{os.getpid()}\n".encode())  # one token: this child's pid, and nothing after
     return found
+
+
+@kojo.worker
+def exits_when_told(job):
+    """Wait for the file ``params["go"]`` to exist, then end the process at once (a crash)."""
+    go = Path(job.params["go"])
+    while not go.exists():
+        time.sleep(0.01)
+    os._exit(1)

@@ -33,7 +33,8 @@ class JobTypeForm(forms.ModelForm):
     class Meta:
         model = JobType
         fields = [
-            "type_code", "name", "worker", "is_enabled", "queue", "cron_expression", "default_importance",
+            "type_code", "name", "worker", "is_enabled", "queue", "cron_expression", "cron_overflow",
+            "default_importance",
             "can_work_in_parallel", "schedule_limit", "schedule_limit_allowance", "auto_complete_success",
             "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter", "retry_on",
             "readiness", "auto_delete_interval_duration",
@@ -77,6 +78,7 @@ class JobTypeAdmin(admin.ModelAdmin):
                     "cron_expression",
                     "cron_in_words",
                     "next_runs",
+                    "cron_overflow",
                     "default_importance",
                     "can_work_in_parallel",
                     "schedule_limit",

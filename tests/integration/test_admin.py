@@ -30,6 +30,7 @@ VALID = {
     "timeout": "",
     "max_attempts": "1",
     "retry_backoff": "exponential",
+    "cron_overflow": "queue",
     "retry_interval": "PT10S",
     "retry_jitter": "on",
     "auto_delete_interval_duration": "P7D",

@@ -62,6 +62,30 @@ def test_disabled_types_and_full_allowances_get_no_cron_jobs(make_job_type):
     assert JobType.objects.get(pk=full.pk).last_cron_tick is not None
 
 
+@pytest.mark.parametrize(
+    ("overflow", "limits", "jobs_after_three_ticks"),
+    [
+        ("queue", {"schedule_limit": 1}, 3),  # one working, two queued behind it
+        ("skip", {"schedule_limit": 1}, 1),  # the ticks during the long run are skipped
+        ("skip", {"can_work_in_parallel": False}, 1),
+        ("skip", {"schedule_limit": 2}, 2),
+        ("skip", {}, 3),  # no limit: nothing to overflow
+    ],
+)
+def test_cron_overflow_queues_or_skips_ticks_behind_a_long_run(
+    make_job_type, overflow, limits, jobs_after_three_ticks
+):
+    kind = make_job_type(cron_expression="* * * * *", cron_overflow=overflow, **limits)
+    first = schedule_due_ticks(NOON)
+    Job.objects.filter(pk=first[0].pk).update(state="working")  # a run longer than the interval
+    for minutes in (1, 2):
+        schedule_due_ticks(NOON + timedelta(minutes=minutes))
+    assert Job.objects.filter(job_type=kind).count() == jobs_after_three_ticks
+    # Once the long run ends, the next tick gets its job again.
+    Job.objects.filter(job_type=kind).update(state="complete_success")
+    assert len(schedule_due_ticks(NOON + timedelta(minutes=3))) == 1
+
+
 def test_kojo_prune_deletes_only_expired_finished_jobs(make_job_type):
     kind = make_job_type()
     expired = Job.objects.create(job_type=kind, state="complete_success", delete_after=NOON)

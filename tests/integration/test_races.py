@@ -127,3 +127,37 @@ def test_a_claims_later_pass_never_waits_for_a_type_lock(make_job_type):
     assert finished_while_held, "a later pass waited for another claimer's type lock"
     assert claimer.outcome() == []
     assert [job.pk for job in claims.claim(1, host="h", pid=1)] == [behind.pk]
+
+
+def test_a_type_made_singleton_while_a_claim_is_under_way_is_claimed_as_a_singleton(make_job_type):
+    """A claim reads its candidates, then waits for a limited type's lock; meanwhile an edit makes the
+    other type in its window a singleton and commits. The claim commits after the edit: it must
+    count that type under the edited rule, not take all its jobs as the candidates said."""
+    limited = make_job_type(schedule_limit=1)
+    edited = make_job_type()
+    Job.objects.create(job_type=limited)
+    Job.objects.bulk_create(Job(job_type=edited) for _ in range(3))
+    locked, release = threading.Event(), threading.Event()
+
+    def other_claimer():
+        with transaction.atomic():
+            list(JobType.objects.filter(pk=limited.pk).select_for_update())
+            locked.set()
+            release.wait(10)
+
+    holder = InThread(other_claimer)
+    holder.start()
+    assert locked.wait(10)
+    claimer = InThread(lambda: claims.claim(10, host="h", pid=1))
+    claimer.start()
+    claimer.join(1.0)
+    assert claimer.is_alive(), "the claim should be waiting for the limited type's lock"
+    JobType.objects.filter(pk=edited.pk).update(can_work_in_parallel=False)
+    release.set()
+    holder.outcome()
+    taken = claimer.outcome()
+    working = Job.objects.filter(job_type=edited, state=JobState.WORKING).count()
+    assert working <= 1, f"{working} jobs of a singleton type claimed by one claim: {taken}"
+    # The next claim counts it as a singleton: one of its jobs works at a time.
+    claims.claim(10, host="h", pid=1)
+    assert Job.objects.filter(job_type=edited, state=JobState.WORKING).count() == 1

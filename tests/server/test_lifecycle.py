@@ -2,9 +2,11 @@
 
 import os
 import signal
+import threading
 import time
 
 import pytest
+from django.db import connection, transaction
 
 import kojo
 from kojo.exceptions import JobFailed
@@ -206,3 +208,48 @@ def test_a_pooled_timeout_is_never_blamed_on_the_next_job(start_server, make_job
     finished(nxt)
     assert (first.state, nxt.state) == (JobState.COMPLETE_SUCCESS, JobState.COMPLETE_SUCCESS), nxt.error
     assert Outcome.TIMED_OUT not in outcomes(first) + outcomes(nxt)
+
+
+def test_a_timeout_that_passes_while_the_arbiter_is_busy_is_not_blamed_on_the_next_job(
+    start_server, make_job_type, tmp_path
+):
+    """The arbiter is held in a statement (settling a crashed worker's job, whose row the test holds
+    locked) while a pooled job ends inside its timeout and its worker starts the next one. When the
+    statement gives way, the first job's deadline is long past: the arbiter must read what the worker
+    said first, and not stop the next job as if it had timed out."""
+    log, go = tmp_path / "runs", tmp_path / "go"
+    timed = make_job_type(worker="tests.kojo_jobs.logged_sleep", timeout="PT2S")
+    slow = make_job_type(worker="tests.kojo_jobs.logged_sleep", timeout="PT20S")
+    crashing = make_job_type(worker="tests.kojo_jobs.exits_when_told")
+    crasher = kojo.schedule(crashing.type_code, {"go": str(go)})
+    first = kojo.schedule(timed.type_code, {"seconds": 1.2, "log": str(log)})
+    # Statements give up after HEARTBEAT_TIMEOUT / 5 (6 s here): the arbiter waits out the whole hold.
+    start_server(
+        "--mode", "static", "--concurrency", "2", KOJO_TEST_SET_KILL_GRACE="1", KOJO_TEST_SET_HEARTBEAT_TIMEOUT="30"
+    )
+    wait_for(lambda: log.exists() and f"{first.pk} " in log.read_text(), message="the first job to start")
+    started = time.monotonic()
+    nxt = kojo.schedule(slow.type_code, {"seconds": 3, "log": str(log)})  # outlasts a kill's grace
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_crashers_row():
+        with transaction.atomic():
+            list(Job.objects.select_for_update().filter(pk=crasher.pk))
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_crashers_row)
+    holder.start()
+    assert locked.wait(10)
+    go.touch()  # the crash: the arbiter reaps its worker and waits on the row to record it
+    # The first job ends (1.2 s) and its worker takes the next; the first job's deadline (2 s) passes
+    # while the arbiter still waits.
+    time.sleep(max(0.0, 2.5 - (time.monotonic() - started)))
+    release.set()
+    holder.join()
+    finished(first)
+    finished(nxt)
+    assert (first.state, nxt.state) == (JobState.COMPLETE_SUCCESS, JobState.COMPLETE_SUCCESS), nxt.error
+    assert Outcome.TIMED_OUT not in outcomes(first) + outcomes(nxt)
+    assert Outcome.CRASHED in outcomes(Job.objects.get(pk=crasher.pk))
