@@ -224,9 +224,8 @@ def test_a_timeout_that_passes_while_the_arbiter_is_busy_is_not_blamed_on_the_ne
     crasher = kojo.schedule(crashing.type_code, {"go": str(go)})
     first = kojo.schedule(timed.type_code, {"seconds": 1.2, "log": str(log)})
     # Statements give up after HEARTBEAT_TIMEOUT / 5 (6 s here): the arbiter waits out the whole hold.
-    start_server(
-        "--mode", "static", "--concurrency", "2", KOJO_TEST_SET_KILL_GRACE="1", KOJO_TEST_SET_HEARTBEAT_TIMEOUT="30"
-    )
+    quick_kill = {"KOJO_TEST_SET_KILL_GRACE": "1", "KOJO_TEST_SET_HEARTBEAT_TIMEOUT": "30"}
+    start_server("--mode", "static", "--concurrency", "2", **quick_kill)
     wait_for(lambda: log.exists() and f"{first.pk} " in log.read_text(), message="the first job to start")
     started = time.monotonic()
     nxt = kojo.schedule(slow.type_code, {"seconds": 3, "log": str(log)})  # outlasts a kill's grace
