@@ -1,9 +1,11 @@
 """What every lock backend offers, and who owns a hold.
 
-A hold belongs to one process on one host. The process start time is part of that identity because
-pids are reused: a hold recorded for (host, pid 4242, started at tick 9001) is dead once pid 4242 is
-gone, is a zombie, or belongs to a process that started at another tick. Only a process on the same
-host can tell; holds of a host that disappeared are freed by lease expiry instead.
+A hold belongs to one process on one machine. The process start time is part of that identity
+because pids are reused: a hold recorded for (pid 4242, started at tick 9001) is dead once pid 4242 is
+gone, is a zombie, or belongs to a process that started at another tick. Only a process that sees the
+same pids can tell: one on the same machine, which is the kernel's boot id *and* the PID namespace,
+never the host name (containers sharing a host name, or a host network, do not share their pids).
+Holds of a machine that cannot be judged here are freed by lease expiry instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import socket
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from kojo.exceptions import LockError, LockNotOwned
@@ -54,13 +57,26 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+@functools.cache
+def machine_identity() -> str:
+    """What sets this process's view of pids apart from every other's: the kernel's boot id and the
+    PID namespace. Without /proc (no PID namespaces either), the host name."""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot_id}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return f"host:{socket.gethostname()}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Owner:
-    """The process that holds a lock: host name, pid and process start time."""
+    """The process that holds a lock: host name (for people), machine (for judging), pid and process
+    start time."""
 
     host: str
     pid: int
     started: int  # clock ticks after boot; 0 when unknown
+    machine: str = ""  # machine_identity() of the owner; empty in holds of older versions
 
     @classmethod
     def current(cls) -> Owner:
@@ -68,16 +84,20 @@ class Owner:
         global _current_owner
         pid = os.getpid()
         if _current_owner is None or _current_owner.pid != pid:
-            _current_owner = cls(socket.gethostname(), pid, process_start_time(pid) or 0)
+            _current_owner = cls(socket.gethostname(), pid, process_start_time(pid) or 0, machine_identity())
         return _current_owner
 
-    def is_alive_here(self) -> bool:
-        """Whether this owner still runs, for an owner on this host."""
+    def is_dead_here(self) -> bool:
+        """Whether this process can prove the owner is gone: it ran on this machine (same boot, same
+        PID namespace) and its pid is gone or belongs to a later process. An owner elsewhere, or
+        recorded without its machine, is never judged: its lease decides."""
+        if not self.machine or self.machine != machine_identity():
+            return False
         started = process_start_time(self.pid)
-        return started is not None and (started == self.started or not self.started or not started)
+        return started is None or bool(self.started and started and started != self.started)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "pid": self.pid, "started": self.started}
+        return {"host": self.host, "pid": self.pid, "started": self.started, "machine": self.machine}
 
     @functools.cached_property
     def as_json(self) -> str:
@@ -86,7 +106,7 @@ class Owner:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Owner:
-        return cls(str(data["host"]), int(data["pid"]), int(data["started"]))
+        return cls(str(data["host"]), int(data["pid"]), int(data["started"]), str(data.get("machine", "")))
 
 
 _current_owner: Owner | None = None

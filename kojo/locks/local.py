@@ -151,7 +151,7 @@ class LocalBackend:
                     continue
                 owner = Owner.from_dict(record["owner"])
                 # A holder killed before it could clear its record left it behind; its flock is gone.
-                if owner.host == Owner.current().host and not owner.is_alive_here():
+                if owner.is_dead_here():
                     continue
                 since = datetime.fromtimestamp(record["since"], tz=UTC)
                 holds.append(Hold(record["name"], record["limit"], owner, record["token"], since, None))

@@ -127,12 +127,11 @@ class RedisBackend:
         return self._drop(keys, self._dead_on_this_host(name, flat))
 
     def _dead_on_this_host(self, name: str, flat_records: list[bytes]) -> list[bytes]:
-        """Token/record pairs (flattened) of holds whose owner ran on this host and is gone."""
-        host = Owner.current().host
+        """Token/record pairs (flattened) of holds whose owner ran on this machine and is gone."""
         dead: list[bytes] = []
         for token, record in zip(flat_records[::2], flat_records[1::2], strict=True):
             _, _, owner = _parse_record(record)
-            if owner.host == host and not owner.is_alive_here():
+            if owner.is_dead_here():
                 logger.info("Freeing lock %s token %s: holder pid %s has died", name, int(token), owner.pid)
                 dead += [token, record]
         return dead

@@ -35,6 +35,9 @@ def main() -> int:
     if options.get("host"):
         # Pretend to run on another host, whose processes this host cannot check.
         socket.gethostname = lambda: options["host"]
+        import kojo.locks.base
+
+        kojo.locks.base.machine_identity = lambda: f"elsewhere:{options['host']}"
 
     import django
     from django.conf import settings

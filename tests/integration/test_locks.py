@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import redis
 from kojo.conf import settings as kojo_settings
 from kojo.exceptions import KojoConfigurationError, LockError, LockNotOwned, LockTimeout
 from kojo.locks import get_backend, holders, mutex, semaphore
-from kojo.locks.base import Owner, process_start_time
+from kojo.locks.base import Owner, machine_identity, process_start_time
 from tests.integration.lock_helper import Helper
 from tests.services import REDIS_PORT, redis_answers, start_redis, stop_redis
 
@@ -87,8 +88,10 @@ def spawn(settings, tmp_path):
     def start(mode: str, name: str, **options) -> Helper:
         stderr_path = tmp_path / f"helper-{len(started)}.stderr"
         with open(stderr_path, "wb") as stderr:
+            command = ["unshare", "--pid", "--fork", "--mount-proc"] if options.get("namespace") else []
             process = subprocess.Popen(
                 [
+                    *command,
                     sys.executable,
                     "-u",
                     "-m",
@@ -221,6 +224,25 @@ def test_killed_holder_on_a_vanished_host_is_freed_by_its_lease(redis_backend, s
     lock.release()
 
 
+@pytest.mark.skipif(not shutil.which("unshare") or os.geteuid() != 0, reason="needs unshare as root")
+def test_a_holder_in_another_pid_namespace_with_the_same_host_name_is_never_judged_by_pid(
+    redis_backend, spawn
+):
+    """A container sharing this host's name (host networking) but not its pids: its holder's pid means
+    nothing here (pid 1 in its namespace is another process here). Its live hold must stand."""
+    name = unique()
+    holder = spawn("hold", name, lease=30.0, namespace=True)
+    _, _, pid = holder.expect("held")
+    [hold] = holders(name)
+    assert hold.host == Owner.current().host and hold.owner.machine != machine_identity()
+    assert int(pid) == hold.pid == 1  # the first process of its namespace
+    lock = mutex(name)
+    assert not lock.acquire(blocking=False), "a live hold in another PID namespace was freed"
+    assert get_backend().reclaim_dead(name) == 0
+    holder.send("status")
+    assert holder.expect("held") == ["held"]
+
+
 def test_lease_is_renewed_while_the_owner_lives(backend):
     name = unique()
     lock = mutex(name, lease=0.6)
@@ -324,11 +346,14 @@ def test_forked_child_owns_nothing_of_its_parents_hold(backend, spawn):
 def test_zombie_and_reused_pids_are_not_owners():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        owner = Owner(Owner.current().host, child.pid, process_start_time(child.pid))
-        assert owner.is_alive_here()
-        assert not dataclasses.replace(owner, started=owner.started + 1).is_alive_here()  # a reused pid
+        owner = Owner(Owner.current().host, child.pid, process_start_time(child.pid), machine_identity())
+        assert not owner.is_dead_here()
+        assert dataclasses.replace(owner, started=owner.started + 1).is_dead_here()  # a reused pid
+        # Recorded by an older version, or on another machine: never judged, whatever its pid says.
+        assert not dataclasses.replace(owner, started=owner.started + 1, machine="").is_dead_here()
+        assert not dataclasses.replace(owner, started=owner.started + 1, machine="other").is_dead_here()
         child.kill()
-        wait_until(lambda: not owner.is_alive_here(), 5, message="the zombie to count as dead")
+        wait_until(owner.is_dead_here, 5, message="the zombie to count as dead")
     finally:
         child.kill()
         child.wait()
