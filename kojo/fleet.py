@@ -19,7 +19,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from kojo.conf import settings
-from kojo.locks import BackendUnavailable, Hold, holders
+from kojo.locks import BackendRefused, BackendUnavailable, Hold, holders
 from kojo.models import Job, JobStateChange, JobType, Server
 from kojo.states import TERMINAL, JobState, Outcome
 
@@ -241,8 +241,8 @@ def lock_holds() -> tuple[list[Hold], str]:
     """Held locks, or an empty list and the reason the backend did not answer."""
     try:
         return holders(), ""
-    except BackendUnavailable as exc:
-        logger.warning("fleet view: lock backend unreachable: %s", exc)
+    except (BackendUnavailable, BackendRefused) as exc:
+        logger.warning("fleet view: lock backend unavailable: %s", exc)
         return [], str(exc)
 
 

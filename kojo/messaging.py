@@ -15,15 +15,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis.exceptions
-
+from kojo import redis_errors
 from kojo.conf import settings
 from kojo.states import JobState
 
 logger = logging.getLogger(__name__)
+throttled = redis_errors.Throttled(logger)
 
 WAKE, ABORT, EVENTS = "wake", "abort", "events"
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def enabled() -> bool:
@@ -41,13 +40,19 @@ def client():
 
 
 def publish(name: str, payload: Mapping[str, Any]) -> None:
-    """Best effort: a message that cannot be sent is logged; polling covers for it."""
+    """Best effort: a message that cannot be sent is logged, never raised (its cause committed
+    already); polling covers for it."""
     if not enabled():
         return
     try:
         client().publish(channel(name), json.dumps(payload))
-    except UNREACHABLE as error:
-        logger.debug("could not publish %s: %s", name, error)
+    except redis_errors.ANY as error:
+        not_sent(f"a {name} message", error)
+
+
+def not_sent(what: str, error: BaseException) -> None:
+    described = redis_errors.describe(error)
+    throttled.warning("publish", "could not publish %s; servers poll meanwhile: %s", what, described)
 
 
 def publish_changes(changes: list[dict[str, Any]]) -> None:
@@ -63,8 +68,8 @@ def publish_changes(changes: list[dict[str, Any]]) -> None:
             wake = {"job_id": woken["job_id"], "type_code": woken["type_code"]}
             pipeline.publish(channel(WAKE), json.dumps(wake))
         pipeline.execute()
-    except UNREACHABLE as error:
-        logger.debug("could not publish %s changes: %s", len(changes), error)
+    except redis_errors.ANY as error:
+        not_sent(f"{len(changes)} job changes", error)
 
 
 class Subscriber:
@@ -87,9 +92,14 @@ class Subscriber:
         try:
             self.pubsub = client().pubsub(ignore_subscribe_messages=True)
             self.pubsub.subscribe(*self.channels)
-        except UNREACHABLE as error:
-            logger.warning("messaging unavailable (%s); polling only, retrying in 5 s", error)
-            self.drop()
+        except redis_errors.ANY as error:
+            self.failed("messaging unavailable", error)
+
+    def failed(self, what: str, error: BaseException) -> None:
+        """Any Redis failure (a refusal to subscribe comes with the next read): say what is wrong, at
+        most once a minute, poll meanwhile and try again in 5 s."""
+        throttled.warning("subscribe", "%s, polling only: %s", what, redis_errors.describe(error))
+        self.drop()
 
     def drop(self) -> None:
         if self.pubsub is not None:
@@ -114,9 +124,8 @@ class Subscriber:
                     found.append((name, json.loads(message["data"])))
                 except (TypeError, ValueError):
                     logger.warning("ignoring a malformed message on %s", name)
-        except UNREACHABLE as error:
-            logger.warning("messaging connection lost (%s); polling only until it is back", error)
-            self.drop()
+        except redis_errors.ANY as error:
+            self.failed("messaging lost", error)
         return found
 
 

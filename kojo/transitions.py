@@ -381,7 +381,10 @@ def announce(changes: list[dict[str, Any]], *, using: str = "default") -> None:
 def deliver(changes: list[dict[str, Any]]) -> None:
     """Runs after the commit: a receiver that raises is logged with its job and stops nothing else
     (not the other receivers, not the server that made the change)."""
-    messaging.publish_changes(changes)
+    try:
+        messaging.publish_changes(changes)
+    except Exception:  # publish_changes logs what Redis says; anything else must not reach the caller
+        logger.exception("could not publish %s job changes; servers poll meanwhile", len(changes))
     for item in changes:
         for receiver, outcome in job_state_changed.send_robust(sender=Job, **item):
             if isinstance(outcome, Exception):

@@ -21,11 +21,12 @@ from types import TracebackType
 
 from kojo.conf import settings
 from kojo.exceptions import KojoConfigurationError, LockError, LockNotOwned, LockTimeout
-from kojo.locks.base import BackendUnavailable, Hold, LockBackend, Owner
+from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, LockBackend, Owner
 from kojo.locks.local import LocalBackend
 from kojo.locks.redis import RedisBackend
 
 __all__ = [
+    "BackendRefused",
     "BackendUnavailable",
     "Hold",
     "LockBackend",
@@ -176,7 +177,7 @@ class Semaphore:
                 if not blocking or (deadline is not None and now >= deadline):
                     raise
                 if not warned:
-                    logger.warning("Lock %s: backend unreachable, retrying until timeout: %s", self.name, exc)
+                    logger.warning("Lock %s: backend unavailable, retrying until timeout: %s", self.name, exc)
                     warned = True
                 hold, cap = None, MAX_UNREACHABLE_PAUSE
                 pause = max(pause, RENEW_RETRY)

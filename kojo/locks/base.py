@@ -31,6 +31,10 @@ class BackendUnavailable(LockError):
     """The lock backend cannot be reached right now."""
 
 
+class BackendRefused(LockError):
+    """The lock backend answers but refuses kojo (credentials, permissions): waiting will not help."""
+
+
 def process_start_time(pid: int) -> int | None:
     """Start time of live process `pid` in clock ticks after boot (field 22 of /proc/<pid>/stat).
 

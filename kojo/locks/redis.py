@@ -16,18 +16,24 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis.exceptions
+import redis
 from django_redis import get_redis_connection
 from redis.commands.core import Script
 
-from kojo.exceptions import LockNotOwned
-from kojo.locks.base import BackendUnavailable, Hold, Owner, ensure_owned_here
+from kojo import redis_errors
+from kojo.exceptions import LockError, LockNotOwned
+from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, Owner, ensure_owned_here
 
 logger = logging.getLogger(__name__)
 
 SCRIPTS_DIR = Path(__file__).with_name("scripts")
-# Errors that mean "Redis cannot answer now" (down, restarting, loading), as opposed to a refusal.
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def failure(error: BaseException) -> LockError:
+    """The lock error a Redis failure means: BackendUnavailable when waiting may cure it (down,
+    loading, read-only during a failover), BackendRefused when it will not (credentials, ACLs)."""
+    kind = BackendUnavailable if redis_errors.is_transient(error) else BackendRefused
+    return kind(redis_errors.describe(error))
 
 
 def _datetime(milliseconds: int | bytes | float) -> datetime:
@@ -74,8 +80,8 @@ class RedisBackend:
         try:
             # After a Redis restart the script cache is empty; Script reloads on NOSCRIPT by itself.
             return script(keys=keys, args=args)
-        except UNREACHABLE as exc:
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis_errors.ANY as exc:
+            raise failure(exc) from exc
 
     def _keys(self, name: str) -> list[str]:
         base = f"{self.key_prefix}:lock:{name}"
@@ -121,8 +127,8 @@ class RedisBackend:
         keys = self._keys(name)
         try:
             records = self.client.hgetall(keys[1])
-        except UNREACHABLE as exc:
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis_errors.ANY as exc:
+            raise failure(exc) from exc
         flat = [item for pair in records.items() for item in pair]
         return self._drop(keys, self._dead_on_this_host(name, flat))
 
@@ -154,8 +160,8 @@ class RedisBackend:
                 pipe.hgetall(key)
                 pipe.zrange(key.removesuffix(":owners") + ":holds", 0, -1, withscores=True)
             replies = pipe.execute()
-        except UNREACHABLE as exc:
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis_errors.ANY as exc:
+            raise failure(exc) from exc
         now_ms = seconds * 1000 + microseconds // 1000
         holds = []
         for key, records, lease_ends in zip(owner_keys, replies[::2], replies[1::2], strict=True):

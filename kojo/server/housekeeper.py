@@ -23,12 +23,14 @@ from kojo.locks import Mutex, mutex
 from kojo.planner import refresh_statistics
 from kojo.pruning import prune_expired
 from kojo.recurrence import schedule_due_recurrences
+from kojo.redis_errors import Throttled
 from kojo.server import exitcodes, lease
 from kojo.server.forking import fork_child
 from kojo.server.heartbeat import forget_dead_servers, rescue_orphans
 from kojo.shelving import bring_back_stranded
 
 logger = logging.getLogger(__name__)
+throttled = Throttled(logger)
 # Seconds between two looks at whether the job table needs analyzing (the first pass looks at once).
 ANALYSIS_EVERY = 10.0
 
@@ -116,7 +118,9 @@ class Leadership:
         try:
             taken = self.lock.acquire(blocking=False)
         except LockError as error:
-            logger.warning("lock backend unreachable (%s); housekeeping without leadership", error)
+            # Every chore is safe on several servers at once; leadership only saves work.
+            said = "housekeeping without leadership: lock backend unavailable: %s"
+            throttled.warning("leadership", said, error)
             self.lock = None
             return True
         if taken:
