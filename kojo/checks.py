@@ -162,3 +162,12 @@ def check_heartbeats() -> list[Error]:
             )
         ]
     return []
+
+
+def unapplied_migrations(using: str = "default") -> list[str]:
+    """kojo's migrations the database lacks, by name; raises DatabaseError when it cannot be asked."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[using])
+    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == "kojo"]
+    return [migration.name for migration, _ in executor.migration_plan(targets)]

@@ -25,6 +25,7 @@ from django.db import DatabaseError, DataError, IntegrityError, connections, tra
 from django.db.models import Case, F, Value, When
 
 from kojo import messaging
+from kojo.checks import unapplied_migrations
 from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
 from kojo.conf import settings
 from kojo.models import Job, Server
@@ -117,8 +118,8 @@ class Arbiter:
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self.queue_signal)
-        if not self.start_up():
-            return exitcodes.OK  # told to stop before the database ever answered
+        if (refused := self.start_up()) is not None:
+            return refused
         logger.info(
             "server[%s] started on %s: mode %s, concurrency %s, queues %s",
             self.pid,
@@ -133,18 +134,27 @@ class Arbiter:
             self.stop()
         return code
 
-    def start_up(self) -> bool:
+    def start_up(self) -> int | None:
         """Sync job types and register this server, waiting out a database that is not up yet (a
-        node booting beside its database); False if told to stop meanwhile."""
+        node booting beside its database). None when started; else the exit code: OK if told to stop
+        meanwhile, NOT_MIGRATED for a database that answers but lacks kojo's tables (waiting would
+        not help)."""
         delay = 0.5
         while not self.stop_requested:
             try:
+                if missing := unapplied_migrations():
+                    logger.critical(
+                        "the database lacks kojo's migrations %s: run `manage.py migrate`, then start "
+                        "the server again",
+                        ", ".join(missing),
+                    )
+                    return exitcodes.NOT_MIGRATED
                 registry.sync()
                 sent = time.monotonic()
                 self.server = register_server(self.mode, self.concurrency, self.queues)
                 self.lease.renewed(sent)
                 self.next_beat = sent + settings.HEARTBEAT_INTERVAL
-                return True
+                return None
             except DatabaseError as error:
                 logger.warning(
                     "database unavailable at start-up (%s); retrying in %.1f s", str(error).strip(), delay
@@ -154,7 +164,7 @@ class Arbiter:
                 self.drain_wakeups()
                 self.handle_signals()
                 delay = min(delay * 2, 10.0)
-        return False
+        return exitcodes.OK
 
     def queue_signal(self, signum, frame) -> None:
         self.signal_queue.append(signum)

@@ -8,3 +8,5 @@ BOOT_ERROR = 3
 RECORD_ERROR = 4
 # The arbiter stopped because its configuration is invalid.
 CONFIG_ERROR = 5
+# The database answers but lacks kojo's tables or migrations: run ``manage.py migrate``.
+NOT_MIGRATED = 6
