@@ -42,3 +42,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
 }
+
+# KOJO_TEST_ROOT_LOGGING=WARNING: a project whose logging sends only warnings to its root handler and
+# says nothing of kojo's loggers.
+if _root_level := os.environ.get("KOJO_TEST_ROOT_LOGGING"):
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"console": {"class": "logging.StreamHandler", "level": _root_level}},
+        "root": {"handlers": ["console"], "level": _root_level},
+    }

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
 from django.db.models import Case, F, Value, When
 
+import kojo
 from kojo import messaging
 from kojo.checks import unapplied_migrations
 from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
@@ -121,12 +122,15 @@ class Arbiter:
         if (refused := self.start_up()) is not None:
             return refused
         logger.info(
-            "server[%s] started on %s: mode %s, concurrency %s, queues %s",
+            "server[%s] started on %s: kojo %s, mode %s, concurrency %s, queues %s, database %s, locks %s",
             self.pid,
             self.host,
+            kojo.__version__,
             self.mode,
             self.concurrency,
-            self.queues or "all",
+            ", ".join(self.queues) or "all",
+            describe_database(),
+            settings.LOCK_BACKEND,
         )
         try:
             code = self.loop()
@@ -721,6 +725,14 @@ class Arbiter:
             self.keep_lease()
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
         logger.info("server[%s] stopped", self.pid)
+
+
+def describe_database(using: str = "default") -> str:
+    """Which database, for people: vendor, host, port and name, never the credentials."""
+    connection = connections[using]
+    params = connection.settings_dict
+    where = ":".join(str(part) for part in (params.get("HOST"), params.get("PORT")) if part)
+    return f"{connection.vendor} {params.get('NAME')}" + (f" on {where}" if where else "")
 
 
 def describe_exit(status: int) -> str:

@@ -252,3 +252,18 @@ def test_a_timeout_that_passes_while_the_arbiter_is_busy_is_not_blamed_on_the_ne
     assert (first.state, nxt.state) == (JobState.COMPLETE_SUCCESS, JobState.COMPLETE_SUCCESS), nxt.error
     assert Outcome.TIMED_OUT not in outcomes(first) + outcomes(nxt)
     assert Outcome.CRASHED in outcomes(Job.objects.get(pk=crasher.pk))
+
+
+def test_the_server_says_when_it_starts_and_stops_whatever_the_root_logging(start_server):
+    """A project that logs only warnings at its root still sees, on stderr, the server's start (with
+    what it runs: version, mode, concurrency, queues, database, lock backend) and its stop."""
+    server = start_server("--concurrency", "3", "--queue", "mail", KOJO_TEST_ROOT_LOGGING="WARNING")
+    wait_for(lambda: "started on" in server.output(), message="the start line")
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    start = next(line for line in server.output().splitlines() if "started on" in line)
+    assert " INFO " in start
+    for part in (f"kojo {kojo.__version__}", "mode ondemand", "concurrency 3", "queues mail", "locks redis"):
+        assert part in start, start
+    assert "database postgresql" in start or "database sqlite" in start, start
+    assert "stopped" in server.output()

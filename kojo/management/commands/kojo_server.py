@@ -11,6 +11,23 @@ from kojo.server.arbiter import Arbiter
 MODES = ("ondemand", "static", "dynamic")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s %(message)s"
+
+
+def show_kojo_logs() -> None:
+    """Unless the project configured the ``kojo`` logger itself (LOGGING), the server's own lines go
+    to stderr from INFO up, whatever the root logger's level or handlers: an operator always sees the
+    server start and stop."""
+    kojo_logger = logging.getLogger("kojo")
+    if kojo_logger.handlers or kojo_logger.level != logging.NOTSET:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    kojo_logger.addHandler(handler)
+    kojo_logger.setLevel(logging.INFO)
+    kojo_logger.propagate = False
+
+
 class Command(BaseCommand):
     help = "Run kojo's job server on this node: claims due jobs and runs each in its own process."
 
@@ -25,7 +42,6 @@ class Command(BaseCommand):
         concurrency = settings.CONCURRENCY if concurrency is None else concurrency
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
-        if not logging.getLogger("kojo").handlers and not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+        show_kojo_logs()
         arbiter = Arbiter(mode=mode or settings.MODE, concurrency=concurrency, queues=list(queues))
         sys.exit(arbiter.run())
