@@ -57,6 +57,9 @@ class Settings:
     PARAMS_MAX_BYTES = 1024 * 1024
     # Finished jobs deleted per pruning batch.
     PRUNE_BATCH_SIZE = 1000
+    # Directory where each server keeps its health file fresh, for ``kojo_status --server`` probes
+    # ("" = a kojo-status folder in the temp directory).
+    STATUS_DIR = ""
     # Bearer token the metrics view (kojo.urls) requires; "" = only logged-in staff may read it.
     METRICS_TOKEN = ""
 

@@ -79,6 +79,7 @@ class Subscriber:
         self.channels = [channel(name) for name in names]
         self.pubsub = None
         self.retry_at = 0.0
+        self.problem = "ok"  # or what Redis said last, while messaging is down
 
     def fileno(self) -> int | None:
         if self.pubsub is None and time.monotonic() >= self.retry_at:
@@ -92,13 +93,15 @@ class Subscriber:
         try:
             self.pubsub = client().pubsub(ignore_subscribe_messages=True)
             self.pubsub.subscribe(*self.channels)
+            self.problem = "ok"
         except redis_errors.ANY as error:
             self.failed("messaging unavailable", error)
 
     def failed(self, what: str, error: BaseException) -> None:
         """Any Redis failure (a refusal to subscribe comes with the next read): say what is wrong, at
         most once a minute, poll meanwhile and try again in 5 s."""
-        throttled.warning("subscribe", "%s, polling only: %s", what, redis_errors.describe(error))
+        self.problem = redis_errors.describe(error)
+        throttled.warning("subscribe", "%s, polling only: %s", what, self.problem)
         self.drop()
 
     def drop(self) -> None:

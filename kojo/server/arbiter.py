@@ -35,6 +35,7 @@ from kojo.retries import end_attempt, give_back_unstarted, requeue_interrupted
 from kojo.server import exitcodes, forking
 from kojo.server import lease as lease_module
 from kojo.server.forking import set_title
+from kojo.server.health import HealthFile
 from kojo.server.heartbeat import beat, register_server
 from kojo.server.housekeeper import spawn_housekeeper
 from kojo.server.job_process import spawn_job_process
@@ -95,6 +96,8 @@ class Arbiter:
         self.taken_over: set[tuple[int, int, int]] = set()  # (pid, job, fence) seen taken over once
         self.quick_deaths = 0
         self.db_backoff = 0.0
+        self.database_problem = ""  # why the database's last answer was a refusal, while it lasts
+        self.health = HealthFile(self.pid)
         self.report_buffer = b""
         self.more_due = False
         self.unsettled: list[tuple[Child, int]] = []
@@ -163,6 +166,8 @@ class Arbiter:
                 logger.warning(
                     "database unavailable at start-up (%s); retrying in %.1f s", str(error).strip(), delay
                 )
+                self.database_problem = str(error).strip()
+                self.show_health()
                 connections.close_all()
                 select.select([self.wakeup_r], [], [], delay)  # a signal cuts the wait short
                 self.drain_wakeups()
@@ -191,7 +196,17 @@ class Arbiter:
             if self.reported and time.monotonic() - self.reported_since >= REPORTED_DELAY:
                 self.guarded(self.record_reported)
             self.keep_lease()
+            self.show_health()
         return exitcodes.OK
+
+    def show_health(self) -> None:
+        self.health.update(
+            mode=self.mode,
+            running=len(self.job_children()),
+            database=self.database_problem or "ok",
+            messaging=self.subscriber.problem if self.subscriber else "off",
+            stopping=bool(self.stop_requested),
+        )
 
     def wait(self) -> None:
         timeout = 0.0 if self.more_due and self.free_job_slots() else settings.POLL_INTERVAL
@@ -270,7 +285,9 @@ class Arbiter:
         try:
             step()
             self.db_backoff = 0.0
+            self.database_problem = ""
         except DatabaseError as error:
+            self.database_problem = str(error).strip()
             self.db_backoff = min(max(self.db_backoff * 2, 0.5), 10.0)
             logger.warning("database unavailable (%s); retrying in %.1f s", error, self.db_backoff)
             connections.close_all()
@@ -614,6 +631,7 @@ class Arbiter:
                 self.server = register_server(self.mode, self.concurrency, self.queues)
         except DatabaseError as error:
             logger.warning("server[%s]: could not renew its lease (%s)", self.pid, str(error).strip())
+            self.database_problem = str(error).strip()
             connections.close_all()
             return
         if self.lease.lapsed():
@@ -723,7 +741,9 @@ class Arbiter:
             self.flush_reported()
             self.kill_stuck_children()
             self.keep_lease()
+            self.show_health()
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
+        self.health.remove()
         logger.info("server[%s] stopped", self.pid)
 
 

@@ -6,11 +6,17 @@ import json
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from kojo.fleet import Snapshot, snapshot
+from kojo.server import health
 
-# Exit status when no server has a fresh heartbeat, so the command can serve as a health check.
+# Exit statuses, so the command can serve as a health check: no server has a fresh heartbeat (or,
+# with --server, no such server runs on this machine); the database did not answer; a server's loop
+# is stuck (its health file went stale).
 NO_LIVE_SERVER = 3
+DATABASE_UNAVAILABLE = 4
+STUCK = 5
 CLEAR_SCREEN = "\033[H\033[2J"
 STATE_COLUMNS = (
     ("waiting", "waiting"),
@@ -40,12 +46,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--iterations", type=int, metavar="N", help="with --watch: stop after N refreshes"
         )
+        parser.add_argument(
+            "--server",
+            metavar="PID|self",
+            help="liveness of one server on this machine (self: any), from its health file, without "
+            f"the database: exit 0 when its loop runs (degraded or not), {NO_LIVE_SERVER} when it does "
+            f"not run here, {STUCK} when its loop is stuck",
+        )
 
-    def handle(self, *args, as_json=False, watch=None, iterations=None, **options):
+    def handle(self, *args, as_json=False, watch=None, iterations=None, server=None, **options):
         if watch is not None and watch <= 0:
             raise CommandError("--watch takes a positive number of seconds")
+        if server is not None:
+            return self.probe(server, as_json=as_json)
         if watch is None:
-            view = snapshot()
+            try:
+                view = snapshot()
+            except DatabaseError as error:
+                raise CommandError(
+                    f"database unavailable: {str(error).strip()}", returncode=DATABASE_UNAVAILABLE
+                ) from None
             self.show(view, as_json=as_json)
             if not view.live_servers:
                 raise CommandError("no live kojo server", returncode=NO_LIVE_SERVER)
@@ -61,6 +81,29 @@ class Command(BaseCommand):
                 shown += 1
         except KeyboardInterrupt:
             pass
+
+    def probe(self, server: str, *, as_json: bool) -> None:
+        """One server's health file: alive, degraded (what it cannot reach), stuck or absent."""
+        if server != "self" and not server.isdigit():
+            raise CommandError("--server takes a process id or 'self'")
+        records = health.servers_here(None if server == "self" else int(server))
+        if not records:
+            raise CommandError(f"no kojo server {server} runs on this machine", returncode=NO_LIVE_SERVER)
+        stuck = [record for record in records if record["age"] > health.stale_after()]
+        for record in records:
+            if as_json:
+                self.stdout.write(json.dumps(record))
+                continue
+            parts = ("database", "messaging")
+            problems = [f"{part}: {record[part]}" for part in parts if record[part] not in ("ok", "off")]
+            verdict = "stuck" if record in stuck else "degraded" if problems else "alive"
+            said = f"; {'; '.join(problems)}" if problems else ""
+            self.stdout.write(
+                f"server {record['pid']}: {verdict}, {record['running']} jobs running, "
+                f"last seen {record['age']:.1f} s ago{said}"
+            )
+        if len(stuck) == len(records):
+            raise CommandError(f"kojo server {server} is stuck", returncode=STUCK)
 
     def show(self, view: Snapshot, *, as_json: bool, compact: bool = False) -> None:
         if as_json:
