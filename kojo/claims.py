@@ -43,8 +43,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from kojo.models import Job, JobDependency, JobStateChange, JobType
-from kojo.readiness import Buckets, bucket_keys, bucket_of
-from kojo.shelving import Shelf, tag
+from kojo.readiness import Buckets, bucket_keys
+from kojo.shelving import Shelf
 from kojo.states import JobState
 from kojo.transitions import (
     ReportedSuccess,
@@ -59,12 +59,13 @@ logger = logging.getLogger(__name__)
 
 # Candidates read per requested job, so a few rows locked by other servers do not leave us empty-handed.
 CANDIDATES_PER_SLOT = 4
-# Passes over ever wider windows before a claim gives up looking past jobs it cannot take, and the
-# most rows it reads in all: jobs it shelves are read once, but jobs a readiness check keeps waiting
-# are read again by every claim.
+# Passes over ever wider windows before a claim gives up looking past jobs it cannot take, the most
+# rows it reads in all, and the most it passes over without shelving them per job asked for: jobs it
+# shelves are read once, but jobs a readiness check keeps waiting are read again by every claim.
 MAX_PASSES = 12
 MAX_WINDOW = 4096
 MAX_READ = 10_000
+PASSED_OVER_PER_SLOT = 1024
 # One claim in this many (per server or pooled worker) ignores importance and takes the oldest due
 # jobs, so that a steady stream of important jobs cannot starve the rest.
 OLDEST_FIRST_EVERY = 10
@@ -122,7 +123,7 @@ def claim(
         admission = Admission(slots, using=using)
         seen: set[int] = set()
         window_size = slots * CANDIDATES_PER_SLOT
-        read = 0
+        read = kept_waiting = 0
         # Usually one pass. When the window is filled by jobs of types already at their limit, or by
         # jobs not ready yet, look again past them with a wider window, so they cannot hide the
         # claimable jobs behind them. Jobs over a full bucket are shelved as they are met
@@ -135,15 +136,20 @@ def claim(
                 window = window.exclude(job_type_id__in=admission.full)
             rows = list(window[:window_size])
             read += len(rows)
+            shelved_before = len(admission.shelved)
             passed_over = admission.consider(rows)
+            # Jobs shelved now are read once; the others would be read again by every claim.
+            kept_waiting += passed_over - (len(admission.shelved) - shelved_before)
             seen.update(job.pk for job in rows if job.pk not in admission.shelved)
             admission.shelf.apply()
-            if admission.done or len(rows) < window_size or not passed_over or read >= MAX_READ:
+            if admission.done or len(rows) < window_size or not passed_over:
+                break
+            if read >= MAX_READ or kept_waiting >= PASSED_OVER_PER_SLOT * slots:
                 break
             window_size = min(window_size * 2, MAX_WINDOW)
+        admission.shelf.bring_back()
         if not admission.chosen:
             return []
-        admission.bring_back()
         return mark_working(admission, server_id=server_id, host=host, pid=pid, token=token, using=using)
 
 
@@ -515,31 +521,16 @@ class Admission:
                 passed_over += 1
                 if buckets.whole_type_full():
                     self.full.add(type_id)
-                elif full := buckets.full_required(job.params):
-                    keys, bucket, limit = full
-                    if self.shelf.over_limit(job, tag(keys, bucket), limit):
-                        self.shelved.add(job.pk)
+                elif self.shelf.passed_over(job, buckets):
+                    self.shelved.add(job.pk)
                 continue
             if type_id in self.free:
                 self.free[type_id] -= 1
             if buckets is not None:
                 buckets.add(job.params)
-            self.shelf.took(job)
+            self.shelf.took(job, buckets)
             self.chosen.append(job)
         return passed_over
-
-    def bring_back(self) -> None:
-        """Bring shelved jobs of the buckets this claim took from back into sight: as many as it took,
-        plus the room their bucket has left."""
-        room = {}
-        for job in self.chosen:
-            buckets = self.buckets.get(job.job_type_id)
-            if job.bucket and buckets is not None:
-                for keys in bucket_keys(buckets.criterion):
-                    bucket = bucket_of(job.params, keys)
-                    if keys and tag(keys, bucket) == job.bucket:
-                        room[(job.job_type_id, job.bucket)] = buckets.room(keys, bucket)
-        self.shelf.bring_back(room)
 
     @property
     def counted(self) -> set[int]:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from kojo import messaging
 from kojo.exceptions import DependencyFailed, IllegalTransition
-from kojo.models import Job, JobStateChange, JobType
+from kojo.models import Job, JobStateChange
 from kojo.scheduling import ENDED_WITHOUT_SUCCESS, MAX_ID, check_allowance, dependency_states
 from kojo.states import JobState
 from kojo.transitions import default_actor, transition
@@ -51,7 +51,7 @@ def release(job_id: int, *, by: str = "") -> None:
     """Let a held job run again; refused (WaitingLimitReached) while its type has as many jobs waiting
     as its ``schedule_limit_allowance`` allows."""
     with transaction.atomic():
-        check_allowance_of(job_id)
+        check_allowance_of(job_id, [JobState.HOLD])
         transition(
             job_id,
             JobState.WAITING,
@@ -62,14 +62,16 @@ def release(job_id: int, *, by: str = "") -> None:
         )
 
 
-def check_allowance_of(job_id: int) -> None:
-    """The job's type's waiting allowance, as ``schedule()`` checks it: a job an operator puts back in
-    the queue is new work for it (a retry the job's own policy makes is not: see kojo.retries)."""
+def check_allowance_of(job_id: int, states: list[JobState]) -> None:
+    """The job's type's waiting allowance, as ``schedule()`` checks it, when the job (locked until the
+    transaction ends, so its state cannot change meanwhile) is in one of ``states``: a job an operator
+    puts back in the queue is new work for it (a retry the job's own policy makes is not: see
+    kojo.retries). In any other state the transition that follows says why it cannot be done."""
     if not isinstance(job_id, int) or abs(job_id) > MAX_ID:
         return  # the transition says "no such job"
-    job_type = JobType.objects.filter(jobs__pk=job_id).first()
-    if job_type is not None:
-        check_allowance(job_type, using="default")
+    job = Job.objects.select_for_update(of=("self",)).select_related("job_type").filter(pk=job_id).first()
+    if job is not None and job.state in states:
+        check_allowance(job.job_type, using="default")
 
 
 def retry(job_id: int, *, by: str = "") -> None:
@@ -80,7 +82,7 @@ def retry(job_id: int, *, by: str = "") -> None:
     a retry beyond the type's waiting allowance (WaitingLimitReached), as for ``release``.
     """
     with transaction.atomic():
-        check_allowance_of(job_id)
+        check_allowance_of(job_id, [JobState.COMPLETE_FAILED, JobState.CANCELED])
         dependencies = []
         if isinstance(job_id, int) and abs(job_id) <= MAX_ID:  # else the transition says "no such job"
             dependencies = list(Job.objects.filter(dependents__job_id=job_id).values_list("pk", flat=True))
@@ -122,8 +124,7 @@ def run_now(job_id: int, *, by: str = "") -> None:
     now = timezone.now()
     reason = f"run now by {by}"
     with transaction.atomic():
-        if Job.objects.filter(pk=job_id, state=JobState.HOLD).exists():
-            check_allowance_of(job_id)
+        check_allowance_of(job_id, [JobState.HOLD])
         if transition(
             job_id,
             JobState.WAITING,

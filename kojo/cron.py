@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from kojo.exceptions import WaitingLimitReached
 from kojo.models import CronOverflow, Job, JobType
-from kojo.scheduling import check_allowance, create_job
+from kojo.scheduling import AllowanceBusy, check_allowance, create_job
 from kojo.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ def schedule_due_ticks(now: datetime | None = None, *, actor: str = "") -> list[
 def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: str) -> Job | None:
     first = job_type.last_cron_tick is None
     with transaction.atomic():
+        # The allowance first: never wait for a view's transaction while holding the type's row,
+        # which claims lock too. A type being scheduled right now gets its tick on a later pass.
+        try:
+            check_allowance(job_type, wait=False, using="default")
+            refused = None
+        except AllowanceBusy:
+            return None
+        except WaitingLimitReached as error:
+            refused = error
         won = JobType.objects.filter(
             Q(last_cron_tick__lt=tick) | Q(last_cron_tick__isnull=True), pk=job_type.pk, is_enabled=True
         ).update(last_cron_tick=tick)
@@ -67,9 +76,7 @@ def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: st
             return None
         if first and now - tick > FIRST_TICK_GRACE:
             return None
-        try:
-            check_allowance(job_type, using="default")
-        except WaitingLimitReached as refused:
+        if refused is not None:
             logger.warning("cron tick %s of %s skipped: %s", tick.isoformat(), job_type, refused)
             return None
         if job_type.cron_overflow == CronOverflow.SKIP and job_type.effective_limit:

@@ -21,7 +21,14 @@ from django.utils import timezone
 from kojo.durations import InvalidDuration, parse_duration
 from kojo.exceptions import InvalidSchedule, WaitingLimitReached
 from kojo.models import Job, Recurrence, Reference
-from kojo.scheduling import check_allowance, clean_importance, clean_params, create_job, enabled_job_type
+from kojo.scheduling import (
+    AllowanceBusy,
+    check_allowance,
+    clean_importance,
+    clean_params,
+    create_job,
+    enabled_job_type,
+)
 from kojo.states import TERMINAL, JobState
 from kojo.transitions import transition
 
@@ -203,16 +210,23 @@ def advance_finished(now: datetime) -> None:
 
 
 def create_occurrence(recurrence: Recurrence, now: datetime, *, actor: str) -> Job | None:
+    job_type = recurrence.job_type
     with transaction.atomic():
+        # The allowance before the definition's row, and without waiting for a view's transaction:
+        # a type being scheduled right now gets its occurrence on a later pass.
+        try:
+            check_allowance(job_type, wait=False, using="default")
+            refused = None
+        except AllowanceBusy:
+            return None
+        except WaitingLimitReached as error:
+            refused = error
         claimed = Recurrence.objects.filter(
             pk=recurrence.pk, current_job__isnull=True, next_run_at=recurrence.next_run_at
         ).update(next_run_at=None)
         if not claimed:
             return None  # another server made this occurrence
-        job_type = recurrence.job_type
-        try:
-            check_allowance(job_type, using="default")
-        except WaitingLimitReached as refused:
+        if refused is not None:
             # Skipped like a cron tick: the definition moves on to its next run.
             upcoming = next_run(recurrence, None, now)
             Recurrence.objects.filter(pk=recurrence.pk).update(next_run_at=upcoming)

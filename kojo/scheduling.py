@@ -209,24 +209,34 @@ def enabled_job_type(type_code: str, *, using: str = "default") -> JobType:
 ADVISORY_NAMESPACE = 0x6B6F6A6F << 32
 
 
-def check_allowance(job_type: JobType, *, adding: int = 1, using: str) -> None:
+def check_allowance(job_type: JobType, *, adding: int = 1, wait: bool = True, using: str) -> None:
     """Refuse jobs beyond schedule_limit_allowance, race-safe: callers scheduling jobs of one type
     queue on an advisory lock of their own until their transaction ends, and count after taking it.
     Claims never take that lock, so a view's long transaction never holds up a server (on SQLite,
-    IMMEDIATE transactions serialise writers anyway)."""
+    IMMEDIATE transactions serialise writers anyway). Housekeeping does not wait for it either
+    (``wait=False``): AllowanceBusy, and the tick or occurrence is made on a later pass."""
     if not job_type.schedule_limit_allowance:
         return
     connection = connections[using]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             key = ADVISORY_NAMESPACE | (job_type.pk & 0xFFFFFFFF)
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            if wait:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            else:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+                if not cursor.fetchone()[0]:
+                    raise AllowanceBusy(f"another transaction is scheduling jobs of {job_type.type_code!r}")
     waiting = Job.objects.using(using).filter(job_type=job_type, state=JobState.WAITING).count()
     if waiting + adding > job_type.schedule_limit_allowance:
         raise WaitingLimitReached(
             f"job type {job_type.type_code!r} already has {waiting} waiting jobs; {adding} more would "
             f"pass its schedule_limit_allowance of {job_type.schedule_limit_allowance}"
         )
+
+
+class AllowanceBusy(Exception):
+    """The waiting allowance of a type is being counted by another transaction right now."""
 
 
 def clean_params(params: Any) -> dict[str, Any]:

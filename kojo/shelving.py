@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from typing import Any
 
 from django.db import transaction
 
-from kojo.models import Job
+from kojo.models import Job, JobType
+from kojo.readiness import Buckets, bucket_of, keys_of, required_limits
 from kojo.states import JobState
 
 # Jobs brought back into sight at once for one bucket, however much room it has: the rest follow as
@@ -33,13 +35,33 @@ from kojo.states import JobState
 MOST_AT_ONCE = 1000
 
 
+def keys_id(keys: tuple[str, ...]) -> str:
+    """The first 8 characters of the tags of every bucket of one limit (its params keys)."""
+    return hashlib.blake2b(json.dumps(list(keys)).encode(), digest_size=4).hexdigest()
+
+
 def tag(keys: tuple[str, ...], bucket: str) -> str:
-    """A short fixed-size name for a bucket, stored on its jobs (params values can be long)."""
-    return hashlib.blake2b(json.dumps([list(keys), bucket]).encode(), digest_size=16).hexdigest()
+    """A short fixed-size name for a bucket, stored on its jobs (params values can be long): which
+    limit it belongs to, then which bucket of it."""
+    which = hashlib.blake2b(json.dumps([list(keys), bucket]).encode(), digest_size=12)
+    return keys_id(keys) + which.hexdigest()
+
+
+def room(buckets: Buckets | None, params: dict[str, Any], bucket_tag: str) -> int | None:
+    """Jobs the bucket ``bucket_tag`` (the bucket of ``params``) can still take; None when no limit of
+    the type's criteria has that tag any more (edited since): then nothing keeps its jobs shelved."""
+    if buckets is None:
+        return None
+    for limit in required_limits(buckets.criterion):
+        keys = keys_of(limit)
+        if keys and tag(keys, bucket := bucket_of(params, keys)) == bucket_tag:
+            return buckets.room(keys, bucket)
+    return None
 
 
 class Shelf:
-    """What one claim shelves and brings back, applied at the end of each of its passes."""
+    """What one claim shelves and brings back: shelving is applied at the end of each of its passes,
+    bringing back at its end."""
 
     def __init__(self, using: str):
         self.using = using
@@ -47,22 +69,41 @@ class Shelf:
         self.to_shelve: dict[tuple[int, str], list[int]] = defaultdict(list)
         self.to_name: dict[str, list[int]] = defaultdict(list)  # tag -> jobs in sight to mark with it
         self.taken: dict[tuple[int, str], int] = defaultdict(int)
+        self.wanted: dict[tuple[int, str], int] = defaultdict(int)  # jobs to bring back whatever was taken
+        self.sample: dict[tuple[int, str], tuple[Buckets | None, dict[str, Any]]] = {}
 
-    def over_limit(self, job: Job, bucket_tag: str, limit: int) -> bool:
-        """``job`` cannot be taken for its full bucket; return whether it is shelved (False: it is one
-        of the ``limit`` jobs its bucket keeps in sight, ready to take the slots it frees)."""
+    def passed_over(self, job: Job, buckets: Buckets) -> bool:
+        """``job`` is not ready; return whether it is shelved.
+
+        It is, behind the ``limit`` jobs its bucket keeps in sight, when a required limit of its
+        bucket is full: only a job of that bucket ending can change that. A job in sight for a bucket
+        that now has room, but kept waiting by something else (a check, another limit), lets the
+        next ones of its bucket come back into sight instead: they may be ready."""
+        own = job.bucket
+        full = buckets.full_required(job.params)
+        if own and (full is None or tag(*full[:2]) != own):
+            left = room(buckets, job.params, own)
+            key = (job.job_type_id, own)
+            self.wanted[key] = max(self.wanted[key], MOST_AT_ONCE if left is None else max(1, left))
+            return False
+        if full is None:
+            return False  # kept waiting by a check, or a limit inside "any": never shelved
+        keys, bucket, limit = full
+        bucket_tag = tag(keys, bucket)
         key = (job.job_type_id, bucket_tag)
         if self.in_sight[key] < limit:
             self.in_sight[key] += 1
-            if job.bucket != bucket_tag:
+            if own != bucket_tag:
                 self.to_name[bucket_tag].append(job.pk)
             return False
         self.to_shelve[key].append(job.pk)
         return True
 
-    def took(self, job: Job) -> None:
+    def took(self, job: Job, buckets: Buckets | None) -> None:
         if job.bucket:
-            self.taken[(job.job_type_id, job.bucket)] += 1
+            key = (job.job_type_id, job.bucket)
+            self.taken[key] += 1
+            self.sample[key] = (buckets, job.params)
 
     def apply(self) -> None:
         """Shelve and name the jobs chosen so far, in the claim's transaction (its later passes do not
@@ -75,12 +116,17 @@ class Shelf:
         self.to_shelve.clear()
         self.to_name.clear()
 
-    def bring_back(self, room: dict[tuple[int, str], int]) -> None:
-        """For each bucket the claim took jobs of, bring back into sight as many shelved jobs as were
-        taken plus the bucket's ``room`` left."""
-        for (type_id, bucket_tag), taken in self.taken.items():
-            count = min(MOST_AT_ONCE, taken + room.get((type_id, bucket_tag), 0))
-            bring_back(type_id, bucket_tag, count, using=self.using)
+    def bring_back(self) -> None:
+        """For each bucket the claim took jobs of, bring back as many as it took plus the room the
+        bucket has left (all of them, a thousand at a time, when no limit has that bucket any more);
+        and what ``passed_over`` asked for."""
+        wanted = dict(self.wanted)
+        for key, taken in self.taken.items():
+            buckets, params = self.sample[key]
+            left = room(buckets, params, key[1])
+            wanted[key] = max(wanted.get(key, 0), MOST_AT_ONCE if left is None else taken + left)
+        for (type_id, bucket_tag), count in wanted.items():
+            bring_back(type_id, bucket_tag, min(count, MOST_AT_ONCE), using=self.using)
 
 
 def bring_back(type_id: int, bucket_tag: str, count: int, *, using: str) -> int:
@@ -97,8 +143,9 @@ def bring_back(type_id: int, bucket_tag: str, count: int, *, using: str) -> int:
 
 
 def bring_back_stranded(*, using: str = "default") -> int:
-    """Housekeeping: for each bucket with shelved jobs and no job of it left in sight (that job was
-    canceled, held or deleted, or its type's criteria changed), bring its first shelved job back."""
+    """Housekeeping: for each bucket with shelved jobs, bring back its first one when no job of it is
+    left in sight (that job was canceled, held or deleted), and a thousand of them when no limit of
+    its type has that bucket any more (the criteria were edited); return how many came back."""
     stranded = (
         Job.objects.using(using)
         .filter(shelved=True, state=JobState.WAITING)
@@ -106,12 +153,18 @@ def bring_back_stranded(*, using: str = "default") -> int:
         .distinct()
         .order_by()
     )
+    criteria = dict(JobType.objects.using(using).values_list("pk", "readiness"))
     brought = 0
     for type_id, bucket_tag in list(stranded):
-        in_sight = Job.objects.using(using).filter(
+        limits = [keys_of(limit) for limit in required_limits(criteria.get(type_id))]
+        if bucket_tag[:8] not in {keys_id(keys) for keys in limits if keys}:
+            count = MOST_AT_ONCE
+        elif Job.objects.using(using).filter(
             state=JobState.WAITING, shelved=False, job_type_id=type_id, bucket=bucket_tag
-        )
-        if not in_sight.exists():
-            with transaction.atomic(using=using):
-                brought += bring_back(type_id, bucket_tag, 1, using=using)
+        ).exists():
+            continue
+        else:
+            count = 1
+        with transaction.atomic(using=using):
+            brought += bring_back(type_id, bucket_tag, count, using=using)
     return brought

@@ -11,7 +11,7 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 import kojo
-from kojo import claims
+from kojo import claims, cron
 from kojo.models import Job, JobType
 from kojo.pruning import prune_expired
 from kojo.states import JobState
@@ -161,3 +161,36 @@ def test_a_type_made_singleton_while_a_claim_is_under_way_is_claimed_as_a_single
     # The next claim counts it as a singleton: one of its jobs works at a time.
     claims.claim(10, host="h", pid=1)
     assert Job.objects.filter(job_type=edited, state=JobState.WORKING).count() == 1
+
+
+def test_a_cron_tick_never_holds_up_claims_behind_a_views_open_transaction(make_job_type):
+    """A view's transaction scheduled a job of a type with a waiting allowance (so it holds that
+    type's allowance lock until it commits); a cron tick of the type comes due meanwhile. The tick
+    must not take the type's row and then wait for the view: every claim of the type would wait."""
+    kind = make_job_type(schedule_limit=2, schedule_limit_allowance=100, cron_expression="* * * * *")
+    JobType.objects.filter(pk=kind.pk).update(last_cron_tick=timezone.now() - timedelta(minutes=5))
+    waiting = kojo.schedule(kind.type_code)
+    scheduled, commit = threading.Event(), threading.Event()
+
+    def view():
+        with transaction.atomic():
+            kojo.schedule(kind.type_code)
+            scheduled.set()
+            commit.wait(20)
+
+    request = InThread(view)
+    request.start()
+    assert scheduled.wait(10)
+    ticker = InThread(lambda: cron.schedule_due_ticks(actor="housekeeper"))
+    ticker.start()
+    ticker.join(5.0)
+    tick_waited = ticker.is_alive()
+    claimer = InThread(lambda: claims.claim(1, host="h", pid=1))
+    claimer.start()
+    claimer.join(3.0)
+    claim_waited = claimer.is_alive()
+    commit.set()
+    request.outcome()
+    assert ticker.outcome() == [], "the tick is made on a later pass"
+    assert [job.pk for job in claimer.outcome()] == [waiting.pk]
+    assert not tick_waited and not claim_waited

@@ -6,9 +6,10 @@ from collections import Counter
 import pytest
 from django.db import connection
 
+import kojo
 from kojo.claims import claim
-from kojo.models import Job, JobStateChange
-from kojo.readiness import limit_to
+from kojo.models import Job, JobStateChange, JobType
+from kojo.readiness import all_of, check, limit_to
 from kojo.scheduling import schedule
 from kojo.shelving import bring_back_stranded
 from kojo.states import JobState
@@ -155,3 +156,55 @@ def test_concurrent_claimers_keep_bucket_limits_over_a_shelved_backlog(make_job_
     assert set(claimed.values()) == {1}, "no job was claimed twice"
     ended = Job.objects.filter(job_type=kind).exclude(state=JobState.WAITING)
     assert not ended.exclude(state=JobState.COMPLETE_SUCCESS).exists()
+
+
+@kojo.readiness_check
+def is_urgent(params):
+    return bool(params.get("urgent"))
+
+
+def test_a_job_in_sight_that_a_check_keeps_waiting_lets_its_bucket_move_on(make_job_type):
+    kind = make_job_type(readiness=all_of(limit_to(1, key="customer"), check(is_urgent)))
+    running = schedule(kind.type_code, {"customer": "a", "urgent": True})
+    assert claim(1) == [running]
+    schedule(kind.type_code, {"customer": "a", "urgent": False})  # kept in sight, never ready
+    ready = [schedule(kind.type_code, {"customer": "a", "urgent": True}) for _ in range(5)]
+    assert claim(1) == []
+    assert Job.objects.filter(pk__in=[job.pk for job in ready], shelved=True).count() == 5
+    finish(running.pk)
+    # The bucket has room but its job in sight cannot take it: the next one comes back and runs.
+    taken = claim(1) or claim(1)
+    assert [job.pk for job in taken] == [ready[0].pk]
+
+
+def test_a_job_in_sight_waiting_for_its_second_limit_lets_its_first_bucket_move_on(make_job_type):
+    kind = make_job_type(readiness=[limit_to(1, key="customer"), limit_to(1, key="region")])
+    schedule(kind.type_code, {"customer": "a", "region": "r1"})
+    schedule(kind.type_code, {"customer": "b", "region": "r2"})
+    first, _ = claim(2)
+    schedule(kind.type_code, {"customer": "a", "region": "r2"})  # in sight for a, then waits for r2
+    others = [schedule(kind.type_code, {"customer": "a", "region": "r3"}) for _ in range(3)]
+    assert claim(1) == []
+    finish(first.pk)
+    taken = claim(1) or claim(1)  # no housekeeping needed
+    assert [job.pk for job in taken] == [others[0].pk]
+
+
+def test_a_bucket_limit_removed_lets_its_whole_shelf_come_back(make_job_type):
+    kind = make_job_type(readiness=limit_to(1, key="customer"))
+    backlog(kind, "a", 50)
+    claim(1)
+    assert claim(1) == []
+    assert Job.objects.filter(job_type=kind, shelved=True).count() == 48
+    JobType.objects.filter(pk=kind.pk).update(readiness=None)
+    # Housekeeping sees that no limit has that bucket any more (the one-statement claim takes the
+    # type's jobs without counting them, so it brings nothing back itself).
+    assert bring_back_stranded() == 48
+    assert len(claim(10)) == 10
+
+
+def test_jobs_a_check_keeps_waiting_are_never_shelved(make_job_type):
+    kind = make_job_type(readiness=check(is_urgent))
+    backlog_ids = Job.objects.bulk_create(Job(job_type=kind, params={"urgent": False}) for _ in range(3_000))
+    assert claim(1) == []
+    assert not Job.objects.filter(pk__in=[job.pk for job in backlog_ids], shelved=True).exists()
