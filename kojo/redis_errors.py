@@ -29,7 +29,7 @@ ANY = (errors.RedisError, OSError)
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, errors.AuthenticationError | errors.AuthorizationError):
         return False  # a ConnectionError in redis-py, yet retrying never cures it
-    return isinstance(error, TRANSIENT | errors.ConnectionError)
+    return isinstance(error, (*TRANSIENT, errors.ConnectionError))
 
 
 def describe(error: BaseException) -> str:
