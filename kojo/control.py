@@ -8,8 +8,14 @@ from django.utils import timezone
 
 from kojo import messaging
 from kojo.exceptions import DependencyFailed, IllegalTransition
-from kojo.models import Job, JobStateChange
-from kojo.scheduling import ENDED_WITHOUT_SUCCESS, MAX_ID, check_allowance, dependency_states
+from kojo.models import Job, JobStateChange, JobType
+from kojo.scheduling import (
+    ENDED_WITHOUT_SUCCESS,
+    MAX_ID,
+    count_against_allowance,
+    dependency_states,
+    lock_allowance,
+)
 from kojo.states import JobState
 from kojo.transitions import default_actor, transition
 
@@ -63,15 +69,20 @@ def release(job_id: int, *, by: str = "") -> None:
 
 
 def check_allowance_of(job_id: int, states: list[JobState]) -> None:
-    """The job's type's waiting allowance, as ``schedule()`` checks it, when the job (locked until the
-    transaction ends, so its state cannot change meanwhile) is in one of ``states``: a job an operator
-    puts back in the queue is new work for it (a retry the job's own policy makes is not: see
-    kojo.retries). In any other state the transition that follows says why it cannot be done."""
+    """The job's type's waiting allowance, as ``schedule()`` checks it, when the job is in one of
+    ``states``: a job an operator puts back in the queue is new work for it (a retry the job's own
+    policy makes is not: see kojo.retries). In any other state the transition that follows says why
+    it cannot be done. The allowance lock comes first, then the job's row lock (so its state cannot
+    change before the transition), in the order ``schedule()`` takes them."""
     if not isinstance(job_id, int) or abs(job_id) > MAX_ID:
         return  # the transition says "no such job"
-    job = Job.objects.select_for_update(of=("self",)).select_related("job_type").filter(pk=job_id).first()
-    if job is not None and job.state in states:
-        check_allowance(job.job_type, using="default")
+    job_type = JobType.objects.filter(jobs__pk=job_id).first()
+    if job_type is None or not job_type.schedule_limit_allowance:
+        return
+    lock_allowance(job_type, using="default")
+    row = Job.objects.select_for_update(of=("self",)).filter(pk=job_id)
+    if row.values_list("state", flat=True).first() in states:
+        count_against_allowance(job_type, using="default")
 
 
 def retry(job_id: int, *, by: str = "") -> None:

@@ -65,7 +65,8 @@ def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: st
         try:
             check_allowance(job_type, wait=False, using="default")
             refused = None
-        except AllowanceBusy:
+        except AllowanceBusy as busy:
+            logger.info("cron tick %s of %s: %s; trying again next pass", tick.isoformat(), job_type, busy)
             return None
         except WaitingLimitReached as error:
             refused = error

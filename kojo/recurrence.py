@@ -217,7 +217,8 @@ def create_occurrence(recurrence: Recurrence, now: datetime, *, actor: str) -> J
         try:
             check_allowance(job_type, wait=False, using="default")
             refused = None
-        except AllowanceBusy:
+        except AllowanceBusy as busy:
+            logger.info("recurrence %s: %s; trying again next pass", recurrence.known_as, busy)
             return None
         except WaitingLimitReached as error:
             refused = error

@@ -13,7 +13,9 @@ import time
 import redis.exceptions as errors
 
 # Failures that pass by themselves: Redis down or restarting, loading its data, a replica promoted
-# (READONLY until clients follow), a cluster resharding.
+# (READONLY until clients follow), a cluster resharding; and, by the first word of the reply, out of
+# memory, unable to persist, busy with a script, too few replicas.
+TRANSIENT_REPLIES = ("OOM", "MISCONF", "BUSY", "NOREPLICAS", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
 TRANSIENT = (
     errors.BusyLoadingError,
     errors.ReadOnlyError,
@@ -23,12 +25,14 @@ TRANSIENT = (
     OSError,
 )
 # Every failure a Redis call can raise: the callers that must survive anything catch these.
-ANY = (errors.RedisError, OSError)
+ANY = (errors.RedisError, errors.RedisClusterException, errors.ChildDeadlockedError, OSError)
 
 
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, errors.AuthenticationError | errors.AuthorizationError):
         return False  # a ConnectionError in redis-py, yet retrying never cures it
+    if isinstance(error, errors.ResponseError) and str(error).split(" ", 1)[0] in TRANSIENT_REPLIES:
+        return True
     return isinstance(error, (*TRANSIENT, errors.ConnectionError))
 
 

@@ -215,18 +215,29 @@ def check_allowance(job_type: JobType, *, adding: int = 1, wait: bool = True, us
     Claims never take that lock, so a view's long transaction never holds up a server (on SQLite,
     IMMEDIATE transactions serialise writers anyway). Housekeeping does not wait for it either
     (``wait=False``): AllowanceBusy, and the tick or occurrence is made on a later pass."""
-    if not job_type.schedule_limit_allowance:
-        return
+    if job_type.schedule_limit_allowance:
+        lock_allowance(job_type, wait=wait, using=using)
+        count_against_allowance(job_type, adding=adding, using=using)
+
+
+def lock_allowance(job_type: JobType, *, wait: bool = True, using: str) -> None:
+    """Take the type's allowance lock until the transaction ends (PostgreSQL; a no-op elsewhere).
+    Always before any job row lock, as ``schedule()`` does, so no two callers wait in a cycle."""
     connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            key = ADVISORY_NAMESPACE | (job_type.pk & 0xFFFFFFFF)
-            if wait:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
-            else:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
-                if not cursor.fetchone()[0]:
-                    raise AllowanceBusy(f"another transaction is scheduling jobs of {job_type.type_code!r}")
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        key = ADVISORY_NAMESPACE | (job_type.pk & 0xFFFFFFFF)
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        else:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+            if not cursor.fetchone()[0]:
+                raise AllowanceBusy(f"another transaction is scheduling jobs of {job_type.type_code!r}")
+
+
+def count_against_allowance(job_type: JobType, *, adding: int = 1, using: str) -> None:
+    """Under the allowance lock: refuse when ``adding`` more waiting jobs would pass it."""
     waiting = Job.objects.using(using).filter(job_type=job_type, state=JobState.WAITING).count()
     if waiting + adding > job_type.schedule_limit_allowance:
         raise WaitingLimitReached(

@@ -82,10 +82,11 @@ class Shelf:
         own = job.bucket
         full = buckets.full_required(job.params)
         if own and (full is None or tag(*full[:2]) != own):
+            # Its own bucket has room (or no limit names it any more): the next ones of that bucket
+            # come back. If another limit is full for it, it is kept in sight or shelved for that one.
             left = room(buckets, job.params, own)
             key = (job.job_type_id, own)
             self.wanted[key] = max(self.wanted[key], MOST_AT_ONCE if left is None else max(1, left))
-            return False
         if full is None:
             return False  # kept waiting by a check, or a limit inside "any": never shelved
         keys, bucket, limit = full

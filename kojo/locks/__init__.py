@@ -217,9 +217,9 @@ class Semaphore:
             raise LockNotOwned(f"lock {self.name!r} (token {hold.token}) was lost before its release")
         try:
             backend.release(hold)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, BackendRefused) as exc:
             logger.warning(
-                "Lock %s token %s: backend unreachable at release; the hold ends with its lease: %s",
+                "Lock %s token %s: backend unavailable at release; the hold ends with its lease: %s",
                 self.name,
                 hold.token,
                 exc,
@@ -266,11 +266,15 @@ class Semaphore:
             except Exception as exc:  # unreachable backend, or a bug: retry soon while the lease runs
                 self._renew_due = time.monotonic() + RENEW_RETRY
                 self._renew_failures += 1
-                if not isinstance(exc, BackendUnavailable):
-                    logger.exception("Lock %s token %s: renewal failed", self.name, self._hold.token)
+                # The first failure in a row is said (with its traceback when it is not the backend's
+                # own error), the rest quietly: they come ten times a second until the lease ends.
+                said = "Lock %s token %s: renewal failed, retrying: %s"
+                if self._renew_failures > 1:
+                    logger.debug(said, self.name, self._hold.token, exc)
+                elif isinstance(exc, BackendUnavailable | BackendRefused):
+                    logger.warning(said, self.name, self._hold.token, exc)
                 else:
-                    log = logger.warning if self._renew_failures == 1 else logger.debug
-                    log("Lock %s token %s: renewal failed, retrying: %s", self.name, self._hold.token, exc)
+                    logger.exception("Lock %s token %s: renewal failed", self.name, self._hold.token)
 
     def __enter__(self) -> Semaphore:
         if not self.acquire(timeout=self.timeout):

@@ -21,7 +21,15 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    NotSupportedError,
+    ProgrammingError,
+    connections,
+    transaction,
+)
 from django.db.models import Case, F, Value, When
 
 import kojo
@@ -32,7 +40,7 @@ from kojo.conf import settings
 from kojo.models import Job, Server
 from kojo.registry import registry
 from kojo.retries import end_attempt, give_back_unstarted, requeue_interrupted
-from kojo.server import exitcodes, forking
+from kojo.server import exitcodes, forking, health
 from kojo.server import lease as lease_module
 from kojo.server.forking import set_title
 from kojo.server.health import HealthFile
@@ -122,6 +130,7 @@ class Arbiter:
         signal.set_wakeup_fd(self.wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self.queue_signal)
+        self.show_health()
         if (refused := self.start_up()) is not None:
             return refused
         logger.info(
@@ -149,7 +158,7 @@ class Arbiter:
         delay = 0.5
         while not self.stop_requested:
             try:
-                if missing := unapplied_migrations():
+                if missing := self.missing_migrations():
                     logger.critical(
                         "the database lacks kojo's migrations %s: run `manage.py migrate`, then start "
                         "the server again",
@@ -167,13 +176,26 @@ class Arbiter:
                     "database unavailable at start-up (%s); retrying in %.1f s", str(error).strip(), delay
                 )
                 self.database_problem = str(error).strip()
-                self.show_health()
                 connections.close_all()
-                select.select([self.wakeup_r], [], [], delay)  # a signal cuts the wait short
-                self.drain_wakeups()
-                self.handle_signals()
+                waited_until = time.monotonic() + delay
+                while not self.stop_requested and (left := waited_until - time.monotonic()) > 0:
+                    self.show_health()  # alive, and degraded: a probe must not take this for stuck
+                    select.select([self.wakeup_r], [], [], min(left, health.EVERY))  # a signal cuts it short
+                    self.drain_wakeups()
+                    self.handle_signals()
                 delay = min(delay * 2, 10.0)
         return exitcodes.OK
+
+    def missing_migrations(self) -> list[str]:
+        """kojo's migrations the database lacks. A role that may not read Django's migration table
+        (migrations run under another) cannot tell: the server goes on; a database that does not
+        answer raises, and start-up waits for it."""
+        try:
+            return unapplied_migrations()
+        except (ProgrammingError, NotSupportedError) as error:
+            logger.warning("could not check kojo's migrations (%s); starting anyway", str(error).strip())
+            connections.close_all()
+            return []
 
     def queue_signal(self, signum, frame) -> None:
         self.signal_queue.append(signum)

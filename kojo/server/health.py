@@ -1,6 +1,6 @@
 """A server's own health, kept fresh in a small file for probes on its machine.
 
-The arbiter rewrites ``server-<pid>.json`` under KOJO_STATUS_DIR about once a second, whatever the
+The arbiter rewrites ``server-<machine>-<pid>.json`` under KOJO_STATUS_DIR about once a second, whatever the
 database and Redis do: a file that stops changing means the arbiter's loop is stuck, which a
 supervisor (systemd, a Kubernetes liveness probe running ``manage.py kojo_status --server self``)
 should cure by a restart. What the server cannot reach is written in it too, so the probe reports a
@@ -10,6 +10,7 @@ degraded server as degraded: restarting it would not bring the database back.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kojo.conf import settings
-from kojo.locks.base import machine_identity
+from kojo.locks.base import machine_identity, process_start_time
 
 # Seconds between two writes of the file.
 EVERY = 1.0
@@ -36,10 +37,17 @@ def stale_after() -> float:
     return 3 * max(EVERY, settings.POLL_INTERVAL, settings.HEARTBEAT_INTERVAL, wait_bound())
 
 
+def file_name(pid: int) -> str:
+    """Per machine and pid: containers sharing the directory may each run their server as pid 1."""
+    machine = hashlib.blake2b(machine_identity().encode(), digest_size=4).hexdigest()
+    return f"server-{machine}-{pid}.json"
+
+
 class HealthFile:
     def __init__(self, pid: int):
-        self.path = directory() / f"server-{pid}.json"
+        self.path = directory() / file_name(pid)
         self.pid = pid
+        self.started = process_start_time(pid) or 0
         self.written_at = 0.0
 
     def update(self, **state: Any) -> None:
@@ -48,7 +56,8 @@ class HealthFile:
         if now - self.written_at < EVERY:
             return
         self.written_at = now
-        record = {"pid": self.pid, "machine": machine_identity(), "at": time.time(), **state}
+        record = {"pid": self.pid, "started": self.started, "machine": machine_identity(), "at": time.time()}
+        record.update(state)
         with contextlib.suppress(OSError):  # a full or read-only disk must not stop the server
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_suffix(".tmp")
@@ -68,12 +77,8 @@ def servers_here(pid: int | None = None) -> list[dict[str, Any]]:
             record = json.loads(path.read_text())
             if record["machine"] != machine_identity() or (pid is not None and record["pid"] != pid):
                 continue
-            try:
-                os.kill(record["pid"], 0)
-            except ProcessLookupError:
-                continue  # killed before it could remove its file
-            except PermissionError:
-                pass
+            if process_start_time(record["pid"]) not in (record["started"], 0):
+                continue  # killed before it could remove its file (its pid gone, or another's now)
             record["age"] = max(0.0, time.time() - record["at"])
             found.append(record)
     return found

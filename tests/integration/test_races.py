@@ -194,3 +194,29 @@ def test_a_cron_tick_never_holds_up_claims_behind_a_views_open_transaction(make_
     assert ticker.outcome() == [], "the tick is made on a later pass"
     assert [job.pk for job in claimer.outcome()] == [waiting.pk]
     assert not tick_waited and not claim_waited
+
+
+def test_a_release_beside_a_schedule_that_depends_on_the_released_job_never_deadlocks(make_job_type):
+    """schedule() takes the type's allowance lock, then share-locks its dependencies; a release takes
+    the same allowance lock before the job's row lock, so the two queue instead of waiting in a cycle."""
+    kind = make_job_type(schedule_limit_allowance=100)
+    held = kojo.schedule(kind.type_code)
+    kojo.hold(held.pk)
+    locked, go_on = threading.Event(), threading.Event()
+
+    def release_slowly():
+        with transaction.atomic():
+            kojo.release(held.pk, by="operator")
+            locked.set()
+            go_on.wait(10)
+
+    releaser = InThread(release_slowly)
+    releaser.start()
+    assert locked.wait(10)
+    scheduler = InThread(lambda: kojo.schedule(kind.type_code, depends_on=[held.pk]))
+    scheduler.start()
+    scheduler.join(0.5)
+    go_on.set()
+    releaser.outcome()
+    assert scheduler.outcome().dependencies.count() == 1
+    assert Job.objects.get(pk=held.pk).state == JobState.WAITING

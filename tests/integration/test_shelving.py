@@ -208,3 +208,23 @@ def test_jobs_a_check_keeps_waiting_are_never_shelved(make_job_type):
     backlog_ids = Job.objects.bulk_create(Job(job_type=kind, params={"urgent": False}) for _ in range(3_000))
     assert claim(1) == []
     assert not Job.objects.filter(pk__in=[job.pk for job in backlog_ids], shelved=True).exists()
+
+
+def test_a_backlog_is_shelved_again_after_its_limit_moves_to_another_key(make_job_type):
+    kind = make_job_type(readiness=limit_to(1, key="customer"))
+    running = schedule(kind.type_code, {"customer": "a", "account": "a"})
+    assert claim(1) == [running]
+    same = {"customer": "a", "account": "a"}
+    Job.objects.bulk_create(Job(job_type=kind, params=same) for _ in range(3_000))
+    for _ in range(3):
+        claim(1)
+    assert Job.objects.filter(job_type=kind, shelved=True).count() == 2_999
+    # Same jobs, same full bucket, under another key: the old shelf comes back and is shelved anew.
+    JobType.objects.filter(pk=kind.pk).update(readiness=limit_to(1, key="account"))
+    while bring_back_stranded():
+        pass
+    late = schedule(kind.type_code, {"customer": "b", "account": "b"})
+    taken = []
+    for _ in range(6):
+        taken += claim(1)
+    assert [job.pk for job in taken] == [late.pk]

@@ -267,3 +267,14 @@ def test_the_server_says_when_it_starts_and_stops_whatever_the_root_logging(star
         assert part in start, start
     assert "database postgresql" in start or "database sqlite" in start, start
     assert "stopped" in server.output()
+
+
+def test_a_project_logging_at_its_root_gets_kojo_lines_there_once(start_server):
+    """A root handler that shows INFO gets kojo's lines through the root logger, not twice."""
+    server = start_server(KOJO_TEST_ROOT_LOGGING="INFO")
+    wait_for(lambda: "started on" in server.output(), message="the start line")
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    lines = server.output().splitlines()
+    assert sum("started on" in line for line in lines) == 1, lines
+    assert sum(line.endswith("stopped") for line in lines) == 1, lines

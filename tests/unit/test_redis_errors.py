@@ -18,8 +18,17 @@ from kojo.redis_errors import describe, is_transient
         (errors.NoPermissionError("NOPERM this user has no permissions"), False, "lacks a permission"),
         (errors.ResponseError("CROSSSLOT Keys in request don't hash to the same slot"), False, "hash tag"),
         (errors.ResponseError("ERR unknown command"), False, "refused a command"),
+        (errors.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."), True, "refused"),
+        (errors.ResponseError("MISCONF Redis is configured to save RDB snapshots"), True, "refused"),
     ],
 )
 def test_each_failure_is_named_and_judged(error, transient, said):
     assert is_transient(error) is transient
     assert said in describe(error)
+
+
+def test_every_failure_redis_py_raises_is_caught_by_any():
+    from kojo.redis_errors import ANY
+
+    for error in (errors.RedisClusterException("no nodes"), errors.ChildDeadlockedError(), OSError()):
+        assert isinstance(error, ANY)

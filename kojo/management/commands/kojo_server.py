@@ -15,17 +15,22 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s %(message)s"
 
 
 def show_kojo_logs() -> None:
-    """Unless the project configured the ``kojo`` logger itself (LOGGING), the server's own lines go
-    to stderr from INFO up, whatever the root logger's level or handlers: an operator always sees the
-    server start and stop."""
+    """Unless the project configured the ``kojo`` logger itself (LOGGING), the server's lines from
+    INFO up are shown: through the root logger's handlers where they show them, and on stderr, in
+    kojo's format, for the levels none of them shows (all, when the root logger has no handler), so
+    an operator always sees the server start and stop, and nothing twice."""
     kojo_logger = logging.getLogger("kojo")
     if kojo_logger.handlers or kojo_logger.level != logging.NOTSET:
         return
+    kojo_logger.setLevel(logging.INFO)
+    shown_from = min((handler.level for handler in logging.getLogger().handlers), default=None)
+    if shown_from is not None and shown_from <= logging.INFO:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    if shown_from is not None:
+        handler.addFilter(lambda record: record.levelno < shown_from)
     kojo_logger.addHandler(handler)
-    kojo_logger.setLevel(logging.INFO)
-    kojo_logger.propagate = False
 
 
 class Command(BaseCommand):

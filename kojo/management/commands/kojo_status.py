@@ -95,15 +95,20 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps(record))
                 continue
             parts = ("database", "messaging")
-            problems = [f"{part}: {record[part]}" for part in parts if record[part] not in ("ok", "off")]
+            problems = [
+                f"{part}: {' '.join(str(record[part]).split())}"  # one line, whatever the error said
+                for part in parts
+                if record[part] not in ("ok", "off")
+            ]
             verdict = "stuck" if record in stuck else "degraded" if problems else "alive"
             said = f"; {'; '.join(problems)}" if problems else ""
             self.stdout.write(
                 f"server {record['pid']}: {verdict}, {record['running']} jobs running, "
                 f"last seen {record['age']:.1f} s ago{said}"
             )
-        if len(stuck) == len(records):
-            raise CommandError(f"kojo server {server} is stuck", returncode=STUCK)
+        if stuck:
+            pids = ", ".join(str(record["pid"]) for record in stuck)
+            raise CommandError(f"kojo server {pids} is stuck", returncode=STUCK)
 
     def show(self, view: Snapshot, *, as_json: bool, compact: bool = False) -> None:
         if as_json:
