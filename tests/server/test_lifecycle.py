@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, transaction
 
 import kojo
@@ -263,7 +264,8 @@ def test_the_server_says_when_it_starts_and_stops_whatever_the_root_logging(star
     assert server.wait() == 0
     start = next(line for line in server.output().splitlines() if "started on" in line)
     assert " INFO " in start
-    for part in (f"kojo {kojo.__version__}", "mode ondemand", "concurrency 3", "queues mail", "locks redis"):
+    locks = f"locks {django_settings.KOJO_LOCK_BACKEND}"
+    for part in (f"kojo {kojo.__version__}", "mode ondemand", "concurrency 3", "queues mail", locks):
         assert part in start, start
     assert "database postgresql" in start or "database sqlite" in start, start
     assert "stopped" in server.output()

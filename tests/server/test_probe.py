@@ -10,6 +10,8 @@ import sys
 import time
 
 import pytest
+from django.conf import settings as django_settings
+from django.db import connection
 
 from kojo.management.commands import kojo_status
 from tests.server.conftest import ROOT, wait_for
@@ -51,6 +53,7 @@ def test_the_probe_tells_a_running_server_from_a_stuck_one(start_server, status_
     assert status("--server", str(os.getpid()), **probe).returncode == kojo_status.NO_LIVE_SERVER
 
 
+@pytest.mark.skipif(django_settings.KOJO_LOCK_BACKEND != "redis", reason="the SQLite try-out has no Redis")
 def test_the_probe_reports_a_server_redis_refuses_as_degraded_not_dead(start_server, status_dir):
     refused = "redis://kojo-nobody:wrong-password@127.0.0.1:6379/0"
     server = start_server(KOJO_TEST_SET_STATUS_DIR=status_dir, KOJO_TEST_REDIS_URL=refused)
@@ -64,6 +67,7 @@ def test_the_probe_reports_a_server_redis_refuses_as_degraded_not_dead(start_ser
     assert "messaging: Redis refused kojo's credentials" in result.stdout
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a database on a port nothing listens on")
 def test_kojo_status_says_the_database_is_unavailable_without_a_traceback(db):
     result = status(KOJO_TEST_DB_PORT="1")  # nothing listens there
     assert result.returncode == kojo_status.DATABASE_UNAVAILABLE, result
