@@ -99,6 +99,22 @@ def test_a_dependency_failing_while_its_dependent_is_scheduled_cancels_it(make_j
     assert Job.objects.get(pk=dependent.pk).state == JobState.CANCELED
 
 
+def hold_type_row(job_type) -> tuple[InThread, threading.Event]:
+    """Another claimer's session holding ``job_type``'s row lock until the event is set."""
+    locked, release = threading.Event(), threading.Event()
+
+    def other_claimer():
+        with transaction.atomic():
+            list(JobType.objects.filter(pk=job_type.pk).select_for_update())
+            locked.set()
+            release.wait(10)
+
+    holder = InThread(other_claimer)
+    holder.start()
+    assert locked.wait(10)
+    return holder, release
+
+
 def test_a_claims_later_pass_never_waits_for_a_type_lock(make_job_type):
     """Two claimers that each lock one type in a first pass and want the other's in a later pass
     would deadlock: a later pass passes over a type another session holds instead of waiting."""
@@ -107,17 +123,7 @@ def test_a_claims_later_pass_never_waits_for_a_type_lock(make_job_type):
     Job.objects.create(job_type=full, state=JobState.WORKING)
     Job.objects.bulk_create(Job(job_type=full) for _ in range(claims.CANDIDATES_PER_SLOT))  # the first window
     behind = Job.objects.create(job_type=other)
-    locked, release = threading.Event(), threading.Event()
-
-    def other_claimer():
-        with transaction.atomic():
-            list(JobType.objects.filter(pk=other.pk).select_for_update())
-            locked.set()
-            release.wait(10)
-
-    holder = InThread(other_claimer)
-    holder.start()
-    assert locked.wait(10)
+    holder, release = hold_type_row(other)
     claimer = InThread(lambda: claims.claim(1, host="h", pid=1))
     claimer.start()
     claimer.join(2.0)
@@ -137,17 +143,7 @@ def test_a_type_made_singleton_while_a_claim_is_under_way_is_claimed_as_a_single
     edited = make_job_type()
     Job.objects.create(job_type=limited)
     Job.objects.bulk_create(Job(job_type=edited) for _ in range(3))
-    locked, release = threading.Event(), threading.Event()
-
-    def other_claimer():
-        with transaction.atomic():
-            list(JobType.objects.filter(pk=limited.pk).select_for_update())
-            locked.set()
-            release.wait(10)
-
-    holder = InThread(other_claimer)
-    holder.start()
-    assert locked.wait(10)
+    holder, release = hold_type_row(limited)
     claimer = InThread(lambda: claims.claim(10, host="h", pid=1))
     claimer.start()
     claimer.join(1.0)
