@@ -19,7 +19,7 @@ import logging
 import operator
 import secrets
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,6 @@ from django.db import connections, transaction
 from django.db.models import (
     BooleanField,
     Case,
-    Count,
     Exists,
     ExpressionWrapper,
     F,
@@ -115,9 +114,8 @@ def claim(
             return jobs
         finishing = ()  # recorded by that statement
         full_claims_until[using] = time.monotonic() + FULL_CLAIMS_SECONDS
-    candidates = candidate_query(using, tuple(queues or ()), oldest_first).filter(
-        start_after__lte=timezone.now()
-    )
+    queues = tuple(queues or ())
+    due_by = timezone.now()
     with transaction.atomic(using=using):
         complete_reported(list(finishing), using=using)
         admission = Admission(slots, using=using)
@@ -129,12 +127,15 @@ def claim(
         # claimable jobs behind them. Jobs over a full bucket are shelved as they are met
         # (kojo.shelving): later passes, and later claims, no longer read them.
         for _ in range(MAX_PASSES):
-            window = candidates
-            if seen:
-                window = window.exclude(pk__in=seen)
-            if admission.full:
-                window = window.exclude(job_type_id__in=admission.full)
-            rows = list(window[:window_size])
+            if not seen and not admission.full:
+                rows = first_window(using, queues, oldest_first, window_size, due_by)
+            else:
+                window = candidate_query(using, queues, oldest_first).filter(start_after__lte=due_by)
+                if seen:
+                    window = window.exclude(pk__in=seen)
+                if admission.full:
+                    window = window.exclude(job_type_id__in=admission.full)
+                rows = list(window[:window_size])
             read += len(rows)
             shelved_before = len(admission.shelved)
             passed_over = admission.consider(rows)
@@ -271,7 +272,7 @@ def claim_in_one_statement(
         finishing_ctes += ","
         done = "(SELECT array_agg(id ORDER BY id) FROM done), "
         done += "(SELECT array_agg(type_code ORDER BY id) FROM done)"
-    params += [now if param is DUE_BY else param for param in candidate_params]
+    params += due_by_now(candidate_params, now, using)
     # Only when no candidate needs admission; names qualified, to read unambiguously in the UPDATE.
     chosen = "ARRAY(SELECT candidates.id FROM candidates WHERE NOT "
     chosen += "(SELECT bool_or(candidates.needs_admission) FROM candidates))"
@@ -315,11 +316,7 @@ def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots
         .annotate(needs_admission=ExpressionWrapper(NEEDS_ADMISSION, output_field=BooleanField()))
         .values_list("id", "needs_admission")[:slots]
     )
-    # Compiling a locking query asks for a transaction; nothing is sent to the database.
-    with transaction.atomic(using=using):
-        sql, params = query.query.get_compiler(using).as_sql()
-    if sum(param is DUE_BY for param in params) != 1:
-        raise RuntimeError("the compiled candidate query lost its placeholder for the current time")
+    sql, params, _ = compile_with_due_by(query, using)
     # The candidates' types share-locked, passing over any being edited: a type edit that commits
     # while this statement runs is read as edited (PostgreSQL reads a locked row's latest version),
     # so it is in force for every claim that commits after it. The ORM cannot say FOR SHARE.
@@ -327,6 +324,60 @@ def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots
     if not sql.endswith(job_lock):
         raise RuntimeError("the compiled candidate query does not end with its row lock")
     return f'{sql} FOR SHARE OF "kojo_job_type" SKIP LOCKED', params
+
+
+def compile_with_due_by(query: QuerySet, using: str) -> tuple[str, list[Any], Any]:
+    """SQL and parameters of a query filtered on ``DUE_BY``, and its compiler; the placeholder is
+    checked to be there once, for ``due_by_now`` to replace."""
+    # Compiling a locking query asks for a transaction; nothing is sent to the database.
+    with transaction.atomic(using=using):
+        compiler = query.query.get_compiler(using)
+        sql, params = compiler.as_sql()
+    if list(params).count(as_due_by(DUE_BY, using)) != 1:
+        raise RuntimeError("the compiled candidate query lost its placeholder for the current time")
+    return sql, list(params), compiler
+
+
+def as_due_by(moment: datetime, using: str) -> Any:
+    """``moment`` as the database takes a ``start_after`` parameter (SQLite's is a string)."""
+    return Job._meta.get_field("start_after").get_db_prep_value(moment, connections[using])
+
+
+def due_by_now(params: Sequence[Any], now: datetime, using: str) -> list[Any]:
+    placeholder, value = as_due_by(DUE_BY, using), as_due_by(now, using)
+    return [value if param == placeholder else param for param in params]
+
+
+@functools.cache
+def window_sql(using: str, queues: tuple[str, ...], oldest_first: bool, size: int) -> tuple[str, list[Any]]:
+    """The candidate query of a claim's first pass, compiled once per process: it runs on every claim
+    that needs admission, and compiling it cost more than running it."""
+    query = candidate_query(using, queues, oldest_first).filter(start_after__lte=DUE_BY)[:size]
+    sql, params, compiler = compile_with_due_by(query, using)
+    fields = [*Job._meta.concrete_fields, *JobType._meta.concrete_fields]
+    if [column.target for column, _, _ in compiler.select] != fields:
+        raise RuntimeError("the compiled candidate query does not select a job's and its type's columns")
+    return sql, params
+
+
+def first_window(
+    using: str, queues: tuple[str, ...], oldest_first: bool, size: int, due_by: datetime
+) -> list[Job]:
+    """The first ``size`` candidates due by ``due_by``, each with its type, as the ORM would read them."""
+    sql, params = window_sql(using, queues, oldest_first, size)
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, due_by_now(params, due_by, using))
+        rows = cursor.fetchall()
+    width = len(Job._meta.concrete_fields)
+    types: dict[int, JobType] = {}
+    jobs = []
+    for row in rows:
+        job = from_row(Job, row[:width], using)
+        if job.job_type_id not in types:
+            types[job.job_type_id] = from_row(JobType, row[width:], using)
+        job.job_type = types[job.job_type_id]
+        jobs.append(job)
+    return jobs
 
 
 @functools.cache
@@ -345,6 +396,13 @@ def from_row(model: type[Model], values: Sequence[Any], using: str) -> Model:
             value = converter(value, field, connections[using])
         converted.append(value)
     return model.from_db(using, [field.attname for field in fields], converted)
+
+
+def from_column(field: Any, value: Any, *, using: str) -> Any:
+    """One column's value converted as the ORM would."""
+    for converter in field.get_db_converters(connections[using]):
+        value = converter(value, field, connections[using])
+    return value
 
 
 @functools.cache
@@ -545,45 +603,28 @@ class Admission:
         later_pass = self.holds_type_locks
         self.holds_type_locks = True
         limits, criteria = {}, {}
-        locked = list(
-            JobType.objects.using(self.using)
-            .filter(pk__in=sorted(type_ids))
-            .order_by("pk")
-            .select_for_update(skip_locked=later_pass)
-            .values_list("pk", "schedule_limit", "can_work_in_parallel", "readiness", "is_enabled")
-        )
-        for pk in type_ids - {row[0] for row in locked}:
+        lock = "FOR UPDATE SKIP LOCKED" if later_pass else "FOR UPDATE"
+        locked = lock_types(sorted(type_ids), lock, using=self.using)
+        for pk in type_ids - {job_type.pk for job_type in locked}:
             self.free[pk] = 0  # held by another claimer right now: none of its jobs this time
-        for pk, limit, parallel, readiness, enabled in locked:
-            if not enabled:
+        for job_type in locked:
+            pk = job_type.pk
+            if not job_type.is_enabled:
                 self.free[pk] = 0  # disabled since the candidates were read
                 continue
-            if not parallel:
+            if not job_type.can_work_in_parallel:
                 limits[pk] = 1
                 self.singletons.add(pk)
-            elif limit:
-                limits[pk] = limit
-            self.readiness[pk] = readiness
-            if readiness:
-                criteria[pk] = readiness
-        working = Job.objects.using(self.using).filter(state=JobState.WORKING)
-        counts = dict(
-            working.filter(job_type_id__in=list(limits))
-            .values_list("job_type_id")
-            .annotate(n=Count("id"))
-            .values_list("job_type_id", "n")
-        )
+            elif job_type.schedule_limit:
+                limits[pk] = job_type.schedule_limit
+            self.readiness[pk] = job_type.readiness
+            if job_type.readiness:
+                criteria[pk] = job_type.readiness
+        counts, params = working_jobs(set(limits) - set(criteria), set(criteria), using=self.using)
         for pk, limit in limits.items():
-            self.free[pk] = limit - counts.get(pk, 0)
-        if criteria:
-            params: dict[int, list[dict]] = defaultdict(list)
-            for type_id, job_params in working.filter(job_type_id__in=list(criteria)).values_list(
-                "job_type_id", "params"
-            ):
-                params[type_id].append(job_params)
-            for pk, readiness in criteria.items():
-                self.buckets[pk] = Buckets(readiness, params[pk])
-
+            self.free[pk] = limit - counts[pk]
+        for pk, readiness in criteria.items():
+            self.buckets[pk] = Buckets(readiness, params[pk])
 
     def confirm_unlimited(self, type_ids: set[int]) -> None:
         """Read again, under a share lock, the types whose candidates said their jobs need no count.
@@ -596,19 +637,66 @@ class Admission:
         if not type_ids:
             return
         self.holds_type_locks = True
-        current = JobType.objects.using(self.using).filter(pk__in=sorted(type_ids))
-        if connections[self.using].vendor == "postgresql":
-            columns = column_names(JobType)
-            current = JobType.objects.using(self.using).raw(
-                f"SELECT {columns} FROM kojo_job_type WHERE id = ANY(%s) ORDER BY id FOR SHARE SKIP LOCKED",
-                [sorted(type_ids)],
-            )
-        for job_type in current:
+        for job_type in lock_types(sorted(type_ids), "FOR SHARE SKIP LOCKED", using=self.using):
             if job_type.is_enabled and not is_limited(job_type):
                 self.confirmed.add(job_type.pk)
                 self.readiness[job_type.pk] = job_type.readiness
         for pk in type_ids - self.confirmed:
             self.free[pk] = 0  # limited or disabled since, or being edited: none of its jobs this time
+
+
+# The claim's statements under the types' locks, written out: they run on every claim of a limited
+# type, and compiling them through the ORM each time cost more than running them.
+
+
+def lock_types(type_ids: list[int], lock: str, *, using: str) -> list[JobType]:
+    """The types ``type_ids`` as they are now, their rows locked in id order with ``lock`` (a locking
+    clause: SQLite has none, its claims are serialised) until the claim commits."""
+    connection = connections[using]
+    table = connection.ops.quote_name(JobType._meta.db_table)
+    sql = f"SELECT {column_names(JobType)} FROM {table} WHERE id IN ({placeholders(type_ids)}) ORDER BY id"
+    if connection.features.has_select_for_update:
+        sql += f" {lock}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, type_ids)
+        return [from_row(JobType, row, using) for row in cursor.fetchall()]
+
+
+def working_jobs(
+    counted: set[int], with_params: set[int], *, using: str
+) -> tuple[Counter[int], dict[int, list[dict]]]:
+    """How many jobs of each type of ``counted`` and ``with_params`` are working, and the params of
+    each working job of the types ``with_params`` (their buckets count them): one statement."""
+    parts, args = [], []
+    job = connections[using].ops.quote_name(Job._meta.db_table)
+    if counted:
+        parts.append(
+            f"SELECT job_type_id, count(*), NULL FROM {job} WHERE state = %s "
+            f"AND job_type_id IN ({placeholders(counted)}) GROUP BY job_type_id"
+        )
+        args += [JobState.WORKING, *sorted(counted)]
+    if with_params:
+        parts.append(
+            f"SELECT job_type_id, 1, params FROM {job} WHERE state = %s "
+            f"AND job_type_id IN ({placeholders(with_params)})"
+        )
+        args += [JobState.WORKING, *sorted(with_params)]
+    counts: Counter[int] = Counter()
+    params: dict[int, list[dict]] = defaultdict(list)
+    if not parts:
+        return counts, params
+    convert = functools.partial(from_column, Job._meta.get_field("params"), using=using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), args)
+        for type_id, count, job_params in cursor.fetchall():
+            counts[type_id] += count
+            if type_id in with_params:
+                params[type_id].append(convert(job_params))
+    return counts, params
+
+
+def placeholders(values: Sequence[Any] | set[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
 
 
 def is_limited(job_type: JobType) -> bool:
