@@ -1,10 +1,11 @@
 """Fleet-wide locks in Redis, through the django-redis cache named by KOJO_REDIS_CACHE.
 
-Each lock name has three keys: a sorted set of holds scored by lease end, a hash of hold owners and a
-fencing-token counter. Every decision runs in a Lua script (scripts/*.lua) on the Redis clock, so the
-clients' clocks never matter. An owner renews its lease while it lives. When it dies, a process on its
-host notices on contention (its pid and start time are gone) and frees the slot at once; when the whole
-host is gone, the lease runs out.
+Each lock name has three keys: a sorted set of holds scored by lease end, a hash of hold owners and
+the last fencing token given (tokens come from the database's sequence where it is PostgreSQL,
+kojo.locks.tokens: Redis forgets, and a promoted replica may be behind). Every decision runs in a Lua
+script (scripts/*.lua) on the Redis clock, so the clients' clocks never matter. An owner renews its
+lease while it lives. When it dies, a process on its host notices on contention (its pid and start
+time are gone) and frees the slot at once; when the whole host is gone, the lease runs out.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from redis.commands.core import Script
 from kojo import redis_errors
 from kojo.exceptions import LockError, LockNotOwned
 from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, Owner, ensure_owned_here
+from kojo.locks.tokens import tokens
 
 logger = logging.getLogger(__name__)
 
 SCRIPTS_DIR = Path(__file__).with_name("scripts")
+# New blocks of tokens drawn for one acquire while other processes' blocks stay ahead for that name:
+# each time, one of them took a token, so this many means something else is wrong.
+OVERTAKEN_DRAWS = 20
 
 
 def failure(error: BaseException) -> LockError:
@@ -90,17 +95,32 @@ class RedisBackend:
     def acquire(self, name: str, limit: int, owner: Owner, lease: float) -> Hold | None:
         keys = self._keys(name)
         args = [limit, _milliseconds(lease), owner.as_json]
-        reply = self._run("acquire", keys, args)
+        reply = self._offer(name, keys, args)
         if reply[0] != 1:
             # Contention: free the slots of holders that died on this host, then try once more.
             dead = self._dead_on_this_host(name, reply[2])
             if not dead or not self._drop(keys, dead):
                 return None
-            reply = self._run("acquire", keys, args)
+            reply = self._offer(name, keys, args)
             if reply[0] != 1:
                 return None
         _, token, now, expires = reply
+        tokens.taken(int(token))
         return Hold(name, limit, owner, int(token), _datetime(now), _datetime(expires))
+
+    def _offer(self, name: str, keys: list[str], args: list) -> list:
+        """acquire.lua with the rest of this process's block of durable tokens (kojo.locks.tokens),
+        again with a new block while other processes' blocks are ahead of it for the name."""
+        block = tokens.offer()
+        for _ in range(OVERTAKEN_DRAWS):
+            reply = self._run("acquire", keys, [*args, *block])
+            if reply[0] != 2:
+                return reply
+            block = tokens.overtaken()
+        raise LockError(
+            f"lock {name!r}: Redis's last token for it ({int(reply[1])}) stays above this database's "
+            "fencing token sequence; if two databases share this Redis, give each its own KOJO_KEY_PREFIX"
+        )
 
     def release(self, hold: Hold) -> None:
         ensure_owned_here(hold)

@@ -30,6 +30,9 @@ from kojo.locks.base import Owner, machine_identity, process_start_time
 from tests.integration.lock_helper import Helper
 from tests.services import REDIS_PORT, redis_answers, start_redis, stop_redis
 
+# The Redis backend draws its fencing tokens from the database's sequence where it is PostgreSQL.
+pytestmark = pytest.mark.django_db
+
 REPO = Path(__file__).resolve().parents[2]
 LEASE = 2.0  # seconds; short so that renewal happens several times within a test
 
@@ -81,7 +84,14 @@ def spawn(settings, tmp_path):
     started: list[Helper] = []
     helper_settings = {
         name: getattr(settings, name)
-        for name in ("CACHES", "KOJO_LOCK_BACKEND", "KOJO_KEY_PREFIX", "KOJO_LOCK_DIR", "KOJO_LOCK_LEASE")
+        for name in (
+            "CACHES",
+            "DATABASES",
+            "KOJO_LOCK_BACKEND",
+            "KOJO_KEY_PREFIX",
+            "KOJO_LOCK_DIR",
+            "KOJO_LOCK_LEASE",
+        )
     }
     env = dict(os.environ, KOJO_LOCK_HELPER_SETTINGS=json.dumps(helper_settings))
 
@@ -397,3 +407,80 @@ def test_redis_restart_holder_learns_it_lost_and_waiters_recover(redis_backend, 
     finally:
         if not redis_answers():
             start_redis()
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path):
+    """A Redis primary and its replica of our own (ports 6391 and 6392), as a Sentinel pair runs."""
+    ports = (6391, 6392)
+    primary = ["--repl-diskless-sync-delay", "0"]  # a replica's first sync at once, not after 5 s
+    for port, extra in ((ports[0], primary), (ports[1], ["--replicaof", "127.0.0.1", str(ports[0])])):
+        subprocess.run(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path), "--logfile", str(tmp_path / f"redis-{port}.log"),
+             *extra],
+            check=True, capture_output=True, timeout=10,
+        )  # fmt: skip
+    clients = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
+    try:
+        for client in clients:
+            wait_until(lambda c=client: _answers(c), 10, message="a Redis of the pair to answer")
+        wait_until(lambda: clients[1].info("replication")["master_link_status"] == "up", 10)
+        yield ports, clients
+    finally:
+        for client in clients:
+            with contextlib.suppress(redis.exceptions.RedisError):
+                client.shutdown(nosave=True, now=True)  # no wait for a replica to catch up
+            client.close()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+def test_fencing_tokens_never_repeat_after_a_failover_to_a_replica_that_is_behind(
+    primary_and_replica, redis_backend, settings
+):
+    """A promoted replica that missed the primary's last holds knows an older last token: the next
+    holds must still get tokens never given before (kojo.locks.tokens), larger than all of them."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("durable fencing tokens come from PostgreSQL's sequence")
+    (primary_port, replica_port), (primary, replica) = primary_and_replica
+    settings.CACHES = {
+        **settings.CACHES,
+        **{
+            alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": f"redis://127.0.0.1:{port}/0"}
+            for alias, port in (("primary", primary_port), ("promoted", replica_port))
+        },
+    }
+    settings.KOJO_REDIS_CACHE = "primary"
+    name = unique()
+
+    def take(count: int) -> list[int]:
+        taken = []
+        for _ in range(count):
+            with mutex(name, timeout=5) as lock:
+                taken.append(lock.token)
+        return taken
+
+    seen_by_replica = take(5)
+    # The replica has every one of those (WAIT would only wait for this client's own writes).
+    written = primary.info("replication")["master_repl_offset"]
+    wait_until(lambda: replica.info("replication")["slave_repl_offset"] >= written, 10, message="the sync")
+    replica.execute_command("REPLICAOF", "NO", "ONE")  # cut off: it sees nothing more ...
+    missed_by_replica = take(5)  # ... of these
+    token_key = f"{kojo_settings.KEY_PREFIX}:lock:{name}:token"
+    assert int(replica.get(token_key)) < max(missed_by_replica), "the promoted replica must be behind"
+
+    settings.KOJO_REDIS_CACHE = "promoted"  # the failover: clients now talk to the old replica
+    after_failover = take(5)
+
+    before = seen_by_replica + missed_by_replica
+    assert len(set(before + after_failover)) == 15, (before, after_failover)
+    assert min(after_failover) > max(before), (before, after_failover)
+    assert after_failover == sorted(after_failover)

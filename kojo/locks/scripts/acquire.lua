@@ -1,8 +1,9 @@
 -- Take one of ARGV[1] slots of a lock for the owner ARGV[3] (JSON) with a lease of ARGV[2] ms.
 -- KEYS[1] holds: zset token -> lease end (ms, Redis clock)
 -- KEYS[2] owners: hash token -> "<since ms> <limit> <owner JSON>"
--- KEYS[3] token counter
--- Returns {1, token, now, lease end} or, when every slot is taken, {0, now, {token, owner, ...}}.
+-- KEYS[3] the last token handed out for this name
+-- Returns {1, token, now, lease end}; when every slot is taken, {0, now, {token, owner, ...}}; when
+-- the block offered in ARGV[4..5] holds no token above the last one, {2, last token}.
 local limit = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -19,12 +20,31 @@ if redis.call('ZCARD', KEYS[1]) >= limit then
   return {0, now, redis.call('HGETALL', KEYS[2])}
 end
 
--- A missing counter is seeded from the clock in microseconds, so tokens keep increasing even after
--- Redis lost its data (no INCR pace reaches one per microsecond). Hence the counter may expire too.
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[3], string.format('%d', tonumber(time[1]) * 1000000 + tonumber(time[2])))
+-- ARGV[4] and ARGV[5], when given, are the rest of the acquirer's block of a durable sequence
+-- (kojo.locks.tokens), first and end (exclusive): the token is the first value of it above the last
+-- token of this name, so tokens keep increasing; {2, last} when the block has none.
+-- Without them, a counter here: a missing counter is seeded from the clock in microseconds, so tokens
+-- keep increasing even after Redis lost its data (no INCR pace reaches one per microsecond); hence the
+-- counter may expire too. A replica promoted in a failover may be behind, though: only the
+-- sequence's tokens never repeat then.
+local token
+if ARGV[4] and ARGV[4] ~= '' then
+  local last = redis.call('GET', KEYS[3])
+  local first = tonumber(ARGV[4])
+  if last then
+    first = math.max(first, tonumber(last) + 1)
+  end
+  if first >= tonumber(ARGV[5]) then
+    return {2, last}
+  end
+  token = string.format('%d', first)
+  redis.call('SET', KEYS[3], token)
+else
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    redis.call('SET', KEYS[3], string.format('%d', tonumber(time[1]) * 1000000 + tonumber(time[2])))
+  end
+  token = string.format('%d', redis.call('INCR', KEYS[3]))
 end
-local token = string.format('%d', redis.call('INCR', KEYS[3]))
 redis.call('PEXPIRE', KEYS[3], 86400000)
 
 local expires = now + lease
