@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -22,3 +23,21 @@ def make_job_type(db):
         return JobType.objects.create(type_code=code, **fields)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pooler_sessions_closed(request):
+    """Through PgBouncer (KOJO_TEST_PGBOUNCER_PORT), the pooler keeps its server sessions on the test
+    database open after the servers are gone: end them before the database is dropped."""
+    if not os.environ.get("KOJO_TEST_PGBOUNCER_PORT"):
+        yield
+        return
+    request.getfixturevalue("django_db_setup")
+    yield
+    from django.db import connection
+
+    with request.getfixturevalue("django_db_blocker").unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

@@ -18,6 +18,12 @@ for _name, _value in os.environ.items():
             _parsed = _value
         globals()["KOJO_" + _name.removeprefix("KOJO_TEST_SET_")] = _parsed
 
+# KOJO_TEST_PGBOUNCER_PORT: servers reach PostgreSQL through PgBouncer in transaction pooling, set up
+# as the README says (the test process itself stays direct: it creates and drops the database).
+if os.environ.get("KOJO_TEST_PGBOUNCER_PORT"):
+    DATABASES["default"]["PORT"] = os.environ["KOJO_TEST_PGBOUNCER_PORT"]
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
 # KOJO_TEST_DB_PORT: reach PostgreSQL through a test's proxy on that port (in plain text, so the proxy
 # can read the protocol).
 if os.environ.get("KOJO_TEST_DB_PORT"):

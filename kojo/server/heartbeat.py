@@ -22,6 +22,7 @@ from kojo import clock
 from kojo.conf import settings
 from kojo.models import Job, Server
 from kojo.retries import end_attempt
+from kojo.server.lease import bounded
 from kojo.states import JobState, Outcome
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def register_server(mode: str, concurrency: int, queues: list[str]) -> Server:
 
 def beat(server: Server, children: list[dict]) -> bool:
     """Renew the server's lease (its row only); False if the row is gone."""
-    return bool(Server.objects.filter(pk=server.pk).update(heartbeat_at=clock.now(), children=children))
+    with bounded():
+        renewed = Server.objects.filter(pk=server.pk).update(heartbeat_at=clock.now(), children=children)
+    return bool(renewed)
 
 
 def stale() -> Q:
@@ -79,5 +82,7 @@ def rescue_orphans(*, actor: str = "") -> int:
 def forget_dead_servers() -> int:
     """Delete rows of servers silent for ten heartbeat timeouts (their jobs were rescued long before)."""
     cutoff = clock.seconds_ago(settings.HEARTBEAT_TIMEOUT * 10)
-    count, _ = Server.objects.filter(heartbeat_at__lt=cutoff).delete()
+    # Bounded: unlinking their jobs waits on any job row a transaction holds.
+    with bounded():
+        count, _ = Server.objects.filter(heartbeat_at__lt=cutoff).delete()
     return count

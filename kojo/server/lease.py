@@ -14,6 +14,7 @@ The arbiter and the housekeeper never run job code, so their database sessions c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -21,7 +22,10 @@ import signal
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
@@ -93,12 +97,39 @@ def watch(lease: Lease) -> None:
 bounded_waits = False
 
 
+def pooled(connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``connection`` goes through a transaction pooler (PgBouncer's transaction mode), which
+    Django's ``DISABLE_SERVER_SIDE_CURSORS`` says: its sessions are shared with other clients."""
+    shared = bool(connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
+    return connection.vendor == "postgresql" and shared
+
+
 @receiver(connection_created, dispatch_uid="kojo.server.lease.bound_waits")
 def bound_waits(sender, connection, **kwargs) -> None:
     """Every new session of a process that must keep renewing gives up on a lock or a statement after
-    ``wait_bound()`` rather than waiting on a job's or a view's transaction."""
-    if not bounded_waits or connection.vendor != "postgresql":
+    ``wait_bound()`` rather than waiting on a job's or a view's transaction. Not through a transaction
+    pooler: the setting would stay on a pooled session another client uses next (a web request's
+    query cut off after a few seconds), and miss our own next transaction; ``bounded()`` sets it per
+    transaction there."""
+    if not bounded_waits or connection.vendor != "postgresql" or pooled(connection):
         return
     milliseconds = int(wait_bound() * 1000)
     with connection.cursor() as cursor:
         cursor.execute(f"SET lock_timeout = {milliseconds}; SET statement_timeout = {milliseconds}")
+
+
+@contextlib.contextmanager
+def bounded(using: str = "default") -> Iterator[None]:
+    """Around a statement that must not wait long (a lease renewal): through a transaction pooler, a
+    transaction whose waits are bounded with ``SET LOCAL``; elsewhere the session's bounds hold."""
+    connection = connections[using]
+    if not bounded_waits or not pooled(connection):
+        yield
+        return
+    milliseconds = int(wait_bound() * 1000)
+    with transaction.atomic(using=using):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SET LOCAL lock_timeout = {milliseconds}; SET LOCAL statement_timeout = {milliseconds}"
+            )
+        yield
