@@ -86,8 +86,18 @@ def check_job_type_rows(app_configs=None, databases=None, **kwargs):
 def check_settings(app_configs=None, **kwargs):
     errors = []
     backend = settings.LOCK_BACKEND
-    if backend not in ("redis", "local"):
-        errors.append(Error(f"KOJO_LOCK_BACKEND is {backend!r}; use 'redis' or 'local'.", id="kojo.E006"))
+    if backend not in ("redis", "postgres", "local"):
+        errors.append(
+            Error(f"KOJO_LOCK_BACKEND is {backend!r}; use 'redis', 'postgres' or 'local'.", id="kojo.E006")
+        )
+    elif backend == "postgres" and connections["default"].vendor != "postgresql":
+        errors.append(
+            Error(
+                "KOJO_LOCK_BACKEND is 'postgres' but the default database is not PostgreSQL.",
+                hint="Use 'local' on a single machine, or 'redis'.",
+                id="kojo.E017",
+            )
+        )
     elif backend == "redis":
         cache = django_settings.CACHES.get(settings.REDIS_CACHE, {})
         if not cache.get("BACKEND", "").startswith("django_redis."):

@@ -12,7 +12,8 @@ from django.conf import settings as django_settings
 
 class Settings:
     # Which lock backend serves kojo.mutex() and kojo.semaphore(): "redis" (fleet-wide, through
-    # django-redis) or "local" (file locks, one host only; the SQLite try-out default).
+    # django-redis), "postgres" (fleet-wide, in the database: no Redis failover to fear; messages are
+    # then off and servers poll) or "local" (file locks, one host only; the SQLite try-out default).
     LOCK_BACKEND = "local"
     # Alias in CACHES of the django-redis cache the redis lock backend and messaging use.
     REDIS_CACHE = "default"

@@ -328,6 +328,25 @@ class Server(models.Model):
         return f"server[{self.pid}]@{self.host}"
 
 
+class LockHold(models.Model):
+    """One granted slot of a kojo lock, for ``KOJO_LOCK_BACKEND = "postgres"`` (kojo.locks.postgres):
+    its lease is judged by the database's clock, its token drawn from the fencing sequence."""
+
+    name = models.TextField()
+    token = models.BigIntegerField(unique=True)
+    limit = models.PositiveIntegerField()
+    owner = models.JSONField()
+    since = models.DateTimeField()
+    expires = models.DateTimeField()
+
+    class Meta:
+        db_table = "kojo_lock_hold"
+        indexes = [models.Index(fields=["name", "expires"], name="kojo_lock_hold_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} token {self.token}"
+
+
 class JobDependency(models.Model):
     """``job`` may not start before ``depends_on`` completed successfully; if that one fails or is
     canceled, ``job`` is canceled too. Rows are made with the job, so a cycle cannot be formed."""

@@ -7,7 +7,8 @@ holder is freed as soon as a process on its host notices, or when its lease runs
 a fencing token larger than every earlier one for that name: hand it to the resource you protect so
 it can refuse a holder that lost its lock without noticing (paused, cut off from Redis).
 
-KOJO_LOCK_BACKEND picks the backend: "redis" (kojo.locks.redis) or "local" (kojo.locks.local).
+KOJO_LOCK_BACKEND picks the backend: "redis" (kojo.locks.redis), "postgres" (kojo.locks.postgres) or
+"local" (kojo.locks.local).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import threading
 import time
 from types import TracebackType
 
+from django.db import connections
+
 from kojo.conf import settings
 from kojo.exceptions import KojoConfigurationError, LockError, LockNotOwned, LockTimeout
 from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, LockBackend, Owner
 from kojo.locks.local import LocalBackend
+from kojo.locks.postgres import PostgresBackend
 from kojo.locks.redis import RedisBackend
 
 __all__ = [
@@ -58,15 +62,21 @@ def get_backend() -> LockBackend:
     """The backend KOJO_LOCK_BACKEND names: one instance per configuration, rebuilt in a forked child."""
     kind = settings.LOCK_BACKEND
     if kind == "redis":
-        key = (kind, settings.REDIS_CACHE, settings.KEY_PREFIX)
+        key: tuple[str, ...] = (kind, settings.REDIS_CACHE, settings.KEY_PREFIX)
     elif kind == "local":
         key = (kind, settings.LOCK_DIR)
+    elif kind == "postgres":
+        key = (kind, "default")
+        if connections["default"].vendor != "postgresql":
+            raise KojoConfigurationError("KOJO_LOCK_BACKEND = 'postgres' needs a PostgreSQL database")
     else:
-        raise KojoConfigurationError(f"KOJO_LOCK_BACKEND must be 'redis' or 'local', not {kind!r}")
+        raise KojoConfigurationError(
+            f"KOJO_LOCK_BACKEND must be 'redis', 'postgres' or 'local', not {kind!r}"
+        )
     backend = _backends.get(key)
     if backend is None:
-        backend = RedisBackend(*key[1:]) if kind == "redis" else LocalBackend(key[1])
-        _backends[key] = backend
+        backends = {"redis": RedisBackend, "local": LocalBackend, "postgres": PostgresBackend}
+        backend = _backends[key] = backends[kind](*key[1:])
     return backend
 
 

@@ -1,8 +1,9 @@
-"""kojo.locks on both backends, with real processes, real signals and the real Redis.
+"""kojo.locks on every backend, with real processes, real signals, the real Redis and PostgreSQL.
 
-One parametrised fixture runs every shared test on the redis and the local backend, whatever
-KOJO_TEST_DB says; tests of lease expiry and of a Redis restart run on Redis only. Every test uses its
-own lock names, key prefix and lock directory, so runs never collide.
+One parametrised fixture runs every shared test on the redis, the postgres (on PostgreSQL) and the
+local backend, whatever else KOJO_TEST_DB says; tests of lease expiry run on the two leased backends,
+those of a Redis restart or failover on Redis only. Every test uses its own lock names, key prefix and
+lock directory, so runs never collide.
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ def _use_backend(settings, kind: str, tmp_path: Path):
     settings.KOJO_KEY_PREFIX = unique("kojo-test-locks")
     settings.KOJO_LOCK_DIR = str(tmp_path / "locks")
     settings.KOJO_LOCK_LEASE = LEASE
+    if kind == "postgres":
+        clear_holds = get_backend()._run
+        clear_holds(lambda connection: connection.execute("DELETE FROM kojo_lock_hold"))
     yield kind
+    if kind == "postgres":
+        clear_holds(lambda connection: connection.execute("DELETE FROM kojo_lock_hold"))
+        get_backend().close()  # or the test database could not be dropped at the end
     if kind == "redis":
         with contextlib.suppress(redis.exceptions.ConnectionError):
             client = get_backend().client
@@ -66,15 +73,30 @@ def _use_backend(settings, kind: str, tmp_path: Path):
                 client.delete(*keys)
 
 
-@pytest.fixture(params=["redis", "local"])
+def _available(kind: str) -> None:
+    from django.db import connection
+
+    if kind == "postgres" and connection.vendor != "postgresql":
+        pytest.skip("the postgres lock backend needs PostgreSQL")
+
+
+@pytest.fixture(params=["redis", "postgres", "local"])
 def backend(request, settings, tmp_path):
     """Runs a test once per lock backend."""
+    _available(request.param)
+    yield from _use_backend(settings, request.param, tmp_path)
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def leased_backend(request, settings, tmp_path):
+    """For behaviour of the fleet-wide backends only: leases that run out."""
+    _available(request.param)
     yield from _use_backend(settings, request.param, tmp_path)
 
 
 @pytest.fixture
 def redis_backend(settings, tmp_path):
-    """For behaviour only Redis has: leases that run out, a server that restarts."""
+    """For behaviour only Redis has: a server that restarts, a replica promoted."""
     yield from _use_backend(settings, "redis", tmp_path)
 
 
@@ -219,7 +241,7 @@ def test_killed_holder_frees_its_slot_at_once_on_its_host(backend, spawn):
     lock.release()
 
 
-def test_killed_holder_on_a_vanished_host_is_freed_by_its_lease(redis_backend, spawn):
+def test_killed_holder_on_a_vanished_host_is_freed_by_its_lease(leased_backend, spawn):
     name, lease, host = unique(), 1.0, unique("vanished-host")
     holder = spawn("hold", name, lease=lease, host=host)
     holder.expect("held")
@@ -236,7 +258,7 @@ def test_killed_holder_on_a_vanished_host_is_freed_by_its_lease(redis_backend, s
 
 @pytest.mark.skipif(not shutil.which("unshare") or os.geteuid() != 0, reason="needs unshare as root")
 def test_a_holder_in_another_pid_namespace_with_the_same_host_name_is_never_judged_by_pid(
-    redis_backend, spawn
+    leased_backend, spawn
 ):
     """A container sharing this host's name (host networking) but not its pids: its holder's pid means
     nothing here (pid 1 in its namespace is another process here). Its live hold must stand."""
@@ -291,7 +313,7 @@ def test_stale_owner_cannot_release_a_lock_another_holds(backend):
     current.release()
 
 
-def test_paused_holder_loses_its_lease_and_cannot_release(redis_backend, spawn):
+def test_paused_holder_loses_its_lease_and_cannot_release(leased_backend, spawn):
     name = unique()
     holder = spawn("hold", name, lease=1.0)
     stale_token = int(holder.expect("held")[1])
