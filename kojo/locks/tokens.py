@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import threading
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, ProgrammingError, connections
 
-from kojo.locks.base import BackendUnavailable
+from kojo.locks.base import BackendRefused, BackendUnavailable
 
 # Values per draw; the sequence's increment (migration 0008), so one nextval() reserves a block.
 BLOCK = 1000
@@ -72,6 +72,12 @@ class TokenSource:
             with connections[self.using].cursor() as cursor:
                 cursor.execute("SELECT nextval(%s)", [SEQUENCE])
                 (first,) = cursor.fetchone()
+        except ProgrammingError as exc:
+            # The sequence is missing (migration 0008 not applied) or this role may not use it.
+            raise BackendRefused(
+                f"fencing tokens: cannot draw from the sequence {SEQUENCE} (run manage.py migrate, or "
+                f"grant USAGE on it): {str(exc).strip()}"
+            ) from exc
         except DatabaseError as exc:
             raise BackendUnavailable(f"fencing tokens: the database is unavailable: {exc}") from exc
         self._next, self._end = first, first + BLOCK

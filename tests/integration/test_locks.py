@@ -391,6 +391,21 @@ def test_zombie_and_reused_pids_are_not_owners():
         child.wait()
 
 
+def test_a_missing_fencing_token_sequence_is_refused_by_name():
+    """Locks used before ``migrate`` (or by a role without USAGE on the sequence) say so."""
+    from django.db import connection
+
+    from kojo.locks.base import BackendRefused
+    from kojo.locks.tokens import SEQUENCE, TokenSource
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the sequence is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP SEQUENCE {SEQUENCE}")  # in the test's transaction, rolled back after it
+    with pytest.raises(BackendRefused, match="run manage.py migrate"):
+        TokenSource().offer()
+
+
 def test_unknown_backend_is_a_configuration_error(settings):
     settings.KOJO_LOCK_BACKEND = "zookeeper"
     with pytest.raises(KojoConfigurationError):
