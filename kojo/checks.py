@@ -7,6 +7,7 @@ from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connections
+from django.utils.connection import ConnectionDoesNotExist
 
 from kojo.conf import settings
 
@@ -82,6 +83,14 @@ def check_job_type_rows(app_configs=None, databases=None, **kwargs):
     return errors
 
 
+def vendor() -> str | None:
+    """The vendor of KOJO_DATABASE; None when it names no alias (kojo.E018 says so)."""
+    try:
+        return connections[settings.DATABASE].vendor
+    except ConnectionDoesNotExist:
+        return None
+
+
 @register()
 def check_settings(app_configs=None, **kwargs):
     errors = []
@@ -90,10 +99,10 @@ def check_settings(app_configs=None, **kwargs):
         errors.append(
             Error(f"KOJO_LOCK_BACKEND is {backend!r}; use 'redis', 'postgres' or 'local'.", id="kojo.E006")
         )
-    elif backend == "postgres" and connections["default"].vendor != "postgresql":
+    elif backend == "postgres" and vendor() not in ("postgresql", None):
         errors.append(
             Error(
-                "KOJO_LOCK_BACKEND is 'postgres' but the default database is not PostgreSQL.",
+                "KOJO_LOCK_BACKEND is 'postgres' but KOJO_DATABASE is not PostgreSQL.",
                 hint="Use 'local' on a single machine, or 'redis'.",
                 id="kojo.E017",
             )
@@ -107,6 +116,29 @@ def check_settings(app_configs=None, **kwargs):
                     "django-redis cache.",
                     hint="Add a django_redis.cache.RedisCache cache, or set KOJO_REDIS_CACHE to its alias.",
                     id="kojo.E003",
+                )
+            )
+    if settings.DATABASE not in django_settings.DATABASES:
+        errors.append(
+            Error(
+                f"KOJO_DATABASE is {settings.DATABASE!r}, which is not in DATABASES.",
+                hint="Name the DATABASES alias that holds kojo's tables.",
+                id="kojo.E018",
+            )
+        )
+    else:
+        from django.db import router
+
+        from kojo.models import Job
+
+        routed = {router.db_for_read(Job), router.db_for_write(Job)}
+        if routed != {settings.DATABASE}:
+            errors.append(
+                Error(
+                    f"KOJO_DATABASE is {settings.DATABASE!r} but the database routers send kojo's models "
+                    f"to {', '.join(sorted(routed))}.",
+                    hint='Add "kojo.routers.KojoRouter" to DATABASE_ROUTERS, or route the kojo app there.',
+                    id="kojo.E018",
                 )
             )
     if not django_settings.USE_TZ:
@@ -127,8 +159,8 @@ def check_settings(app_configs=None, **kwargs):
     if type(window) not in (int, float) or not 0 <= window <= 60:
         errors.append(Error(f"KOJO_PREFETCH_WINDOW is {window!r}; use seconds from 0 to 60.", id="kojo.E013"))
     errors += check_heartbeats()
-    database = connections["default"]
-    if database.vendor == "sqlite":
+    database = connections[settings.DATABASE] if vendor() else None
+    if database is not None and database.vendor == "sqlite":
         if database.settings_dict.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
             errors.append(
                 Warning(
@@ -174,8 +206,9 @@ def check_heartbeats() -> list[Error]:
     return []
 
 
-def unapplied_migrations(using: str = "default") -> list[str]:
+def unapplied_migrations(using: str | None = None) -> list[str]:
     """kojo's migrations the database lacks, by name; raises DatabaseError when it cannot be asked."""
+    using = using or settings.DATABASE
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connections[using])

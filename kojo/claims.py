@@ -41,6 +41,7 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from kojo.conf import settings
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
 from kojo.shelving import Shelf
@@ -83,7 +84,7 @@ def claim(
     finishing: Sequence[ReportedSuccess] = (),
     prefetch: int = 0,
     token: int | None = None,
-    using: str = "default",
+    using: str | None = None,
 ) -> list[Job]:
     """Take up to ``slots`` due jobs for this server and mark them working; return them.
 
@@ -95,6 +96,7 @@ def claim(
     claimer before it sends the claim, is written on every job taken, so that a claimer whose claim
     failed can find what it took after all (``lost_claims``).
     """
+    using = using or settings.DATABASE
     if slots <= 0:
         complete_reported(list(finishing), using=using)
         return []
@@ -171,8 +173,9 @@ class UnsureClaims:
     def failed(self, token: int) -> None:
         self.until[token] = time.monotonic() + LOST_CLAIM_WATCH
 
-    def recover(self, *, server_id: int | None, using: str = "default") -> list[Job]:
+    def recover(self, *, server_id: int | None, using: str | None = None) -> list[Job]:
         """The jobs those claims took, in claim order; none (and no query) when no claim failed."""
+        using = using or settings.DATABASE
         if not self.until:
             return []
         asked_at = time.monotonic()

@@ -13,6 +13,8 @@ from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from kojo.conf import settings
+
 
 def now() -> Now:
     """The database's current time, as an expression to write or compare in a statement."""
@@ -24,8 +26,9 @@ def seconds_ago(seconds: float) -> ExpressionWrapper:
     return ExpressionWrapper(Now() - Value(timedelta(seconds=seconds)), output_field=DateTimeField())
 
 
-def database_now(using: str = "default") -> datetime:
+def database_now(using: str | None = None) -> datetime:
     """Ask the database what time it is (SQLite runs on this machine: its clock is ours)."""
+    using = using or settings.DATABASE
     connection = connections[using]
     if connection.vendor != "postgresql":
         return timezone.now()

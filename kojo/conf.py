@@ -21,6 +21,10 @@ class Settings:
     LOCK_DIR = ""
     # Seconds a lock lease lasts unless its owner renews it.
     LOCK_LEASE = 10.0
+    # Alias in DATABASES of the database holding kojo's tables: every kojo query, transaction and
+    # statement goes there. Another alias than "default" needs a router sending kojo's models there
+    # too (kojo.routers.KojoRouter, or your own): the admin and related lookups follow the routers.
+    DATABASE = "default"
     # Prefix of every Redis key and channel kojo uses, so several projects can share one Redis.
     KEY_PREFIX = "kojo"
 

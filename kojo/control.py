@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from kojo import messaging
+from kojo.conf import settings
 from kojo.exceptions import DependencyFailed, IllegalTransition
 from kojo.models import Job, JobStateChange, JobType
 from kojo.scheduling import (
@@ -56,7 +57,7 @@ def abort(job_id: int, *, by: str = "") -> bool:
 def release(job_id: int, *, by: str = "") -> None:
     """Let a held job run again; refused (WaitingLimitReached) while its type has as many jobs waiting
     as its ``schedule_limit_allowance`` allows."""
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         check_allowance_of(job_id, [JobState.HOLD])
         transition(
             job_id,
@@ -79,10 +80,10 @@ def check_allowance_of(job_id: int, states: list[JobState]) -> None:
     job_type = JobType.objects.filter(jobs__pk=job_id).first()
     if job_type is None or not job_type.schedule_limit_allowance:
         return
-    lock_allowance(job_type, using="default")
+    lock_allowance(job_type, using=settings.DATABASE)
     row = Job.objects.select_for_update(of=("self",)).filter(pk=job_id)
     if row.values_list("state", flat=True).first() in states:
-        count_against_allowance(job_type, using="default")
+        count_against_allowance(job_type, using=settings.DATABASE)
 
 
 def retry(job_id: int, *, by: str = "") -> None:
@@ -92,12 +93,12 @@ def retry(job_id: int, *, by: str = "") -> None:
     dependencies to retry first (a dependency's own retry does not bring back what it canceled). So is
     a retry beyond the type's waiting allowance (WaitingLimitReached), as for ``release``.
     """
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         check_allowance_of(job_id, [JobState.COMPLETE_FAILED, JobState.CANCELED])
         dependencies = []
         if isinstance(job_id, int) and abs(job_id) <= MAX_ID:  # else the transition says "no such job"
             dependencies = list(Job.objects.filter(dependents__job_id=job_id).values_list("pk", flat=True))
-        states = dependency_states(dependencies, using="default")
+        states = dependency_states(dependencies, using=settings.DATABASE)
         failed = {pk: state for pk, state in states.items() if state in ENDED_WITHOUT_SUCCESS}
         if failed:
             listed = ", ".join(f"job {pk} ({state})" for pk, state in sorted(failed.items()))
@@ -134,7 +135,7 @@ def run_now(job_id: int, *, by: str = "") -> None:
     by = by or default_actor()
     now = timezone.now()
     reason = f"run now by {by}"
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         check_allowance_of(job_id, [JobState.HOLD])
         if transition(
             job_id,
@@ -146,7 +147,7 @@ def run_now(job_id: int, *, by: str = "") -> None:
             start_after=now,
         ):
             return
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         if not Job.objects.filter(pk=job_id, state=JobState.WAITING).update(start_after=now):
             state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
             raise IllegalTransition(job_id, state, JobState.WAITING)

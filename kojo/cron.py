@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from kojo.conf import settings
 from kojo.exceptions import WaitingLimitReached
 from kojo.models import CronOverflow, Job, JobType
 from kojo.scheduling import AllowanceBusy, check_allowance, create_job
@@ -59,11 +60,11 @@ def schedule_due_ticks(now: datetime | None = None, *, actor: str = "") -> list[
 
 def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: str) -> Job | None:
     first = job_type.last_cron_tick is None
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         # The allowance first: never wait for a view's transaction while holding the type's row,
         # which claims lock too. A type being scheduled right now gets its tick on a later pass.
         try:
-            check_allowance(job_type, wait=False, using="default")
+            check_allowance(job_type, wait=False, using=settings.DATABASE)
             refused = None
         except AllowanceBusy as busy:
             logger.info("cron tick %s of %s: %s; trying again next pass", tick.isoformat(), job_type, busy)
@@ -92,7 +93,7 @@ def schedule_tick(job_type: JobType, tick: datetime, now: datetime, *, actor: st
                 )
                 return None
         try:
-            with transaction.atomic():
+            with transaction.atomic(using=settings.DATABASE):
                 return create_job(
                     {
                         "job_type": job_type,

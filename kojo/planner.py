@@ -13,6 +13,7 @@ import logging
 
 from django.db import connections
 
+from kojo.conf import settings
 from kojo.models import Job
 
 logger = logging.getLogger(__name__)
@@ -22,8 +23,9 @@ MIN_CHANGES = 1000
 SHARE_CHANGED = 0.1
 
 
-def refresh_statistics(*, using: str = "default") -> bool:
+def refresh_statistics(*, using: str | None = None) -> bool:
     """Analyze the job table if enough of it changed since its last analysis; return whether it did."""
+    using = using or settings.DATABASE
     connection = connections[using]
     if connection.vendor != "postgresql":
         return False

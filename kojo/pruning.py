@@ -22,7 +22,7 @@ def prune_expired(max_batches: int = 10) -> int:
     """
     deleted = 0
     for _ in range(max_batches):
-        with transaction.atomic():
+        with transaction.atomic(using=settings.DATABASE):
             ids = list(
                 Job.objects.select_for_update(skip_locked=True)
                 .filter(delete_after__lte=clock.now())

@@ -18,6 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from kojo.conf import settings
 from kojo.durations import InvalidDuration, parse_duration
 from kojo.exceptions import InvalidSchedule, WaitingLimitReached
 from kojo.models import Job, Recurrence, Reference
@@ -70,7 +71,7 @@ def recur(
         "base_time": base_time,
         "importance": None if importance is None else clean_importance(importance),
     }
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         recurrence = Recurrence.objects.select_for_update().filter(known_as=known_as).first()
         if recurrence is None:
             recurrence = Recurrence(known_as=known_as)
@@ -112,7 +113,7 @@ def same_definition(recurrence: Recurrence, definition: dict[str, Any]) -> bool:
 def save_definition(recurrence: Recurrence, *, start_at: datetime | None = None) -> Recurrence:
     """Store a new or changed definition. An occurrence of the old one that has not started yet is
     canceled, and the next run follows the new rules; one already working finishes first."""
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         current = recurrence.current_job
         if current is not None and current.state in (JobState.WAITING, JobState.HOLD):
             canceled = transition(
@@ -135,7 +136,7 @@ def stop_recurring(known_as: str) -> bool:
     """Delete the definition ``known_as``; its occurrence still waiting is canceled. False if unknown."""
     if not isinstance(known_as, str) or "\x00" in known_as:
         return False  # recur() stores no such name, and PostgreSQL refuses NUL in a query
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         recurrence = Recurrence.objects.select_for_update().filter(known_as=known_as).first()
         if recurrence is None:
             return False
@@ -211,11 +212,11 @@ def advance_finished(now: datetime) -> None:
 
 def create_occurrence(recurrence: Recurrence, now: datetime, *, actor: str) -> Job | None:
     job_type = recurrence.job_type
-    with transaction.atomic():
+    with transaction.atomic(using=settings.DATABASE):
         # The allowance before the definition's row, and without waiting for a view's transaction:
         # a type being scheduled right now gets its occurrence on a later pass.
         try:
-            check_allowance(job_type, wait=False, using="default")
+            check_allowance(job_type, wait=False, using=settings.DATABASE)
             refused = None
         except AllowanceBusy as busy:
             logger.info("recurrence %s: %s; trying again next pass", recurrence.known_as, busy)

@@ -18,6 +18,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from kojo import validators
+from kojo.conf import settings
 from kojo.exceptions import UnknownWorker
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,9 @@ class Registry:
         except KeyError:
             raise UnknownWorker(f"{path!r} is not a registered kojo worker") from None
 
-    def sync(self, using: str = "default") -> list[str]:
+    def sync(self, using: str | None = None) -> list[str]:
         """Create a row for every registered type that has none; return the codes created."""
+        using = using or settings.DATABASE
         from kojo.models import JobType
 
         created = []

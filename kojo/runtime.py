@@ -135,7 +135,7 @@ class JobContext:
         return Job.objects.filter(pk=self.id, state=JobState.WORKING, fence=self.fence)
 
     @contextmanager
-    def fenced(self, using: str = "default"):
+    def fenced(self, using: str | None = None):
         """A transaction in which this run still holds its job, and keeps holding it until commit::
 
             with job.fenced():
@@ -145,6 +145,7 @@ class JobContext:
         again), ``RunTakenOver`` is raised and nothing in the block is written. No rescue can move the
         fence on before the block commits, so its writes are this run's, or nobody's.
         """
+        using = using or settings.DATABASE
         with transaction.atomic(using=using):
             if not self._held().using(using).select_for_update().values_list("pk").first():
                 raise RunTakenOver(f"job {self.id}: run {self.fence} no longer holds the job")

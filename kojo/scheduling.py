@@ -49,7 +49,7 @@ def schedule(
     once_key: str | None = None,
     max_attempts: int | None = None,
     depends_on: Iterable[Job | int] = (),
-    using: str = "default",
+    using: str | None = None,
 ) -> Job:
     """Schedule a job of ``type_code`` to run now, ``at`` a time, or after ``delay``.
 
@@ -58,6 +58,7 @@ def schedule(
     ``depends_on`` names jobs that must complete successfully first; if one fails or is canceled, this
     job is canceled with the reason recorded.
     """
+    using = using or settings.DATABASE
     params = clean_params(params)
     start_after = start_time(at, delay)
     job_type = enabled_job_type(type_code, using=using)
@@ -97,7 +98,7 @@ def schedule_many(
     delay: timedelta | float | str | None = None,
     importance: int | None = None,
     max_attempts: int | None = None,
-    using: str = "default",
+    using: str | None = None,
 ) -> list[Job]:
     """Schedule one job of ``type_code`` per params object, in one transaction with one INSERT for the
     jobs and one for their changelog rows: for fan-outs and imports.
@@ -105,6 +106,7 @@ def schedule_many(
     Every params object is checked before anything is written, and one bad object refuses them all.
     For add-once jobs and dependencies, use ``schedule()``.
     """
+    using = using or settings.DATABASE
     if isinstance(params_list, (dict, str, bytes)):
         raise InvalidParams("schedule_many takes a list of params objects, one per job")
     cleaned = [clean_params(params) for params in params_list]
@@ -168,8 +170,9 @@ def dependency_states(ids: list[int], *, using: str) -> dict[int, str]:
 
 
 def create_job(
-    fields: dict[str, Any], *, actor: str = "", reason: str = "scheduled", using: str = "default"
+    fields: dict[str, Any], *, actor: str = "", reason: str = "scheduled", using: str | None = None
 ) -> Job:
+    using = using or settings.DATABASE
     job = Job.objects.using(using).create(**fields)
     record(job.pk, job.job_type.type_code, "", JobState.WAITING, reason=reason, actor=actor, using=using)
     return job
@@ -192,7 +195,8 @@ def create_once(fields: dict[str, Any], *, using: str) -> Job:
     raise InvalidSchedule(f"could not schedule add-once job {fields['once_key']!r}: it keeps conflicting")
 
 
-def enabled_job_type(type_code: str, *, using: str = "default") -> JobType:
+def enabled_job_type(type_code: str, *, using: str | None = None) -> JobType:
+    using = using or settings.DATABASE
     if isinstance(type_code, str) and "\x00" in type_code:
         # No type code holds one (validate_type_code), and PostgreSQL refuses NUL in a query.
         raise JobTypeNotFound(f"no job type has the type code {type_code!r}")

@@ -26,6 +26,7 @@ from typing import Any
 
 from django.db import transaction
 
+from kojo.conf import settings
 from kojo.models import Job, JobType
 from kojo.readiness import Buckets, bucket_of, keys_of, required_limits
 from kojo.states import JobState
@@ -143,10 +144,11 @@ def bring_back(type_id: int, bucket_tag: str, count: int, *, using: str) -> int:
     return Job.objects.using(using).filter(pk__in=ids, shelved=True).update(shelved=False) if ids else 0
 
 
-def bring_back_stranded(*, using: str = "default") -> int:
+def bring_back_stranded(*, using: str | None = None) -> int:
     """Housekeeping: for each bucket with shelved jobs, bring back its first one when no job of it is
     left in sight (that job was canceled, held or deleted), and a thousand of them when no limit of
     its type has that bucket any more (the criteria were edited); return how many came back."""
+    using = using or settings.DATABASE
     stranded = (
         Job.objects.using(using)
         .filter(shelved=True, state=JobState.WAITING)

@@ -23,6 +23,7 @@ from django.db.models import Case, JSONField, Q, Value, When
 from django.utils import timezone
 
 from kojo import messaging
+from kojo.conf import settings
 from kojo.durations import parse_duration
 from kojo.exceptions import IllegalTransition
 from kojo.models import Job, JobStateChange
@@ -48,7 +49,7 @@ def transition(
     where: dict[str, Any] | None = None,
     when: Q | None = None,
     skip_locked: bool = False,
-    using: str = "default",
+    using: str | None = None,
     **fields: Any,
 ) -> bool:
     """Move one job to ``to``; raise IllegalTransition (or return False when not ``strict``) if its
@@ -59,6 +60,7 @@ def transition(
     rescue re-checks staleness with it). With ``skip_locked``, a row another transaction holds locked
     is left alone (as if the conditions failed) instead of waited for.
     """
+    using = using or settings.DATABASE
     to = JobState(to)
     allowed = frozenset(JobState(state) for state in expect) if expect is not None else sources(to)
     allowed &= sources(to)
@@ -126,10 +128,11 @@ class ReportedSuccess:
     actor: str
 
 
-def complete_reported(reports: list[ReportedSuccess], *, using: str = "default") -> int:
+def complete_reported(reports: list[ReportedSuccess], *, using: str | None = None) -> int:
     """Record many reported successes as one conditional UPDATE plus their changelog rows; return how
     many were recorded. A job no longer working in the reported run (aborted, timed out, rescued
     meanwhile: its fence moved on) is left as it is, exactly as ``transition(..., strict=False)`` would."""
+    using = using or settings.DATABASE
     if not reports:
         return 0
     now = timezone.now()
@@ -329,9 +332,10 @@ def record(
     actor: str = "",
     attempt: int = 0,
     at: datetime | None = None,
-    using: str = "default",
+    using: str | None = None,
 ) -> None:
     """Append a changelog row and announce the change once the transaction commits."""
+    using = using or settings.DATABASE
     JobStateChange.objects.using(using).create(
         job_id=job_id,
         from_state=from_state,
@@ -346,9 +350,10 @@ def record(
 
 
 def record_created(
-    job_ids: list[int], *, type_code: str, reason: str = "scheduled", using: str = "default"
+    job_ids: list[int], *, type_code: str, reason: str = "scheduled", using: str | None = None
 ) -> None:
     """Changelog rows for jobs just created waiting, in one INSERT, announced together after commit."""
+    using = using or settings.DATABASE
     now = timezone.now()
     actor = default_actor()
     waiting = JobState.WAITING
@@ -371,9 +376,10 @@ def change(job_id: int, type_code: str, from_state: str, to_state: str, outcome:
     }
 
 
-def announce(changes: list[dict[str, Any]], *, using: str = "default") -> None:
+def announce(changes: list[dict[str, Any]], *, using: str | None = None) -> None:
     """Once the transaction commits: publish the changes to every node in one round trip, then send
     ``job_state_changed`` (and through it the named signals) for each."""
+    using = using or settings.DATABASE
     if changes:
         transaction.on_commit(partial(deliver, changes), using=using)
 

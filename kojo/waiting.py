@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from kojo.conf import settings
 from kojo.exceptions import JobFailed, JobNotFound, WaitTimeout
 from kojo.models import Job
 from kojo.scheduling import MAX_ID
@@ -19,13 +20,14 @@ def wait(
     *,
     timeout: float | None = None,
     raise_on_failure: bool = False,
-    using: str = "default",
+    using: str | None = None,
 ) -> Job | list[Job]:
     """Block until every job is finished; return them fresh from the database (one job for one).
 
     Finished jobs return at once. ``timeout`` (seconds) raises WaitTimeout; ``raise_on_failure``
     raises JobFailed if any ended complete_failed or canceled.
     """
+    using = using or settings.DATABASE
     single = isinstance(jobs, Job | int)
     items = [jobs] if single else list(jobs)
     ids = [getattr(item, "pk", item) for item in items]

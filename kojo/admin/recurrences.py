@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from kojo.admin.common import BoundedJSONField, as_form_error
+from kojo.conf import settings
 from kojo.models import Recurrence
 from kojo.recurrence import DEFINITION, interval_text, save_definition
 from kojo.scheduling import clean_importance, clean_params
@@ -56,7 +57,7 @@ class RecurrenceAdmin(admin.ModelAdmin):
         if not change:
             save_definition(obj)
             return
-        with transaction.atomic():
+        with transaction.atomic(using=settings.DATABASE):
             current = Recurrence.objects.select_for_update().get(pk=obj.pk)
             for name in form.changed_data:
                 setattr(current, name, getattr(obj, name))

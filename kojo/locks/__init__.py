@@ -66,8 +66,8 @@ def get_backend() -> LockBackend:
     elif kind == "local":
         key = (kind, settings.LOCK_DIR)
     elif kind == "postgres":
-        key = (kind, "default")
-        if connections["default"].vendor != "postgresql":
+        key = (kind, settings.DATABASE)
+        if connections[settings.DATABASE].vendor != "postgresql":
             raise KojoConfigurationError("KOJO_LOCK_BACKEND = 'postgres' needs a PostgreSQL database")
     else:
         raise KojoConfigurationError(

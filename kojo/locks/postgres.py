@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from django.db import connections
 
+from kojo.conf import settings
 from kojo.exceptions import LockNotOwned
 from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, Owner, ensure_owned_here
 
@@ -74,8 +75,8 @@ class PostgresBackend:
 
     renews_leases = True
 
-    def __init__(self, using: str = "default"):
-        self.using = using
+    def __init__(self, using: str | None = None):
+        self.using = using or settings.DATABASE
         self._guard = threading.Lock()
         self._connection: psycopg.Connection | None = None
         self._pid = os.getpid()

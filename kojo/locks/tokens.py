@@ -20,6 +20,7 @@ import threading
 
 from django.db import DatabaseError, ProgrammingError, connections
 
+from kojo.conf import settings
 from kojo.locks.base import BackendRefused, BackendUnavailable
 
 # Values per draw; the sequence's increment (migration 0008), so one nextval() reserves a block.
@@ -31,8 +32,8 @@ class TokenSource:
     """This process's block of the sequence. Forked children start with none of it: two processes
     offering the same value would defeat the point."""
 
-    def __init__(self, using: str = "default"):
-        self.using = using
+    def __init__(self, using: str | None = None):
+        self._using = using
         self._guard = threading.Lock()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
@@ -40,6 +41,10 @@ class TokenSource:
     def _reset(self) -> None:
         self._guard = threading.Lock()
         self._next = self._end = 0
+
+    @property
+    def using(self) -> str:
+        return self._using or settings.DATABASE
 
     @property
     def durable(self) -> bool:

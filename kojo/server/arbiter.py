@@ -714,7 +714,7 @@ class Arbiter:
         unrecorded = {c.job_id: c for c in self.job_children() if c.kind == "job" and not c.pid_recorded}
         if not unrecorded:
             return
-        with transaction.atomic():
+        with transaction.atomic(using=settings.DATABASE):
             free = list(
                 Job.objects.select_for_update(skip_locked=True)
                 .filter(pk__in=list(unrecorded), state=JobState.WORKING)
@@ -769,8 +769,9 @@ class Arbiter:
         logger.info("server[%s] stopped", self.pid)
 
 
-def describe_database(using: str = "default") -> str:
+def describe_database(using: str | None = None) -> str:
     """Which database, for people: vendor, host, port and name, never the credentials."""
+    using = using or settings.DATABASE
     connection = connections[using]
     params = connection.settings_dict
     where = ":".join(str(part) for part in (params.get("HOST"), params.get("PORT")) if part)

@@ -119,9 +119,10 @@ def bound_waits(sender, connection, **kwargs) -> None:
 
 
 @contextlib.contextmanager
-def bounded(using: str = "default") -> Iterator[None]:
+def bounded(using: str | None = None) -> Iterator[None]:
     """Around a statement that must not wait long (a lease renewal): through a transaction pooler, a
     transaction whose waits are bounded with ``SET LOCAL``; elsewhere the session's bounds hold."""
+    using = using or settings.DATABASE
     connection = connections[using]
     if not bounded_waits or not pooled(connection):
         yield

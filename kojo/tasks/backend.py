@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from kojo import validators
+from kojo.conf import settings
 from kojo.models import Backoff, Job, JobStateChange, JobType
 from kojo.scheduling import schedule
 from kojo.tasks import compat
@@ -135,7 +136,7 @@ class KojoBackend(compat.BaseTaskBackend):
             "takes_context": task.takes_context,
         }
         code, defaults = job_type_for(task)
-        with transaction.atomic():
+        with transaction.atomic(using=settings.DATABASE):
             job_type, created = JobType.objects.get_or_create(type_code=code, defaults=defaults)
             if created:
                 logger.info("created job type %s for Django tasks", code)

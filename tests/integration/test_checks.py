@@ -67,3 +67,17 @@ def test_redis_backend_needs_a_django_redis_cache(settings):
     settings.KOJO_LOCK_BACKEND = "redis"
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     assert "kojo.E003" in ids(checks.run_checks())
+
+
+# The check reads DATABASES as configured; no connection to the added alias is made.
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_kojo_database_must_be_an_alias_and_where_the_routers_send_kojo(settings):
+    settings.KOJO_DATABASE = "jobs"
+    messages = [message for message in checks.run_checks() if message.id == "kojo.E018"]
+    assert len(messages) == 1 and "not in DATABASES" in messages[0].msg
+    settings.DATABASES = {**settings.DATABASES, "jobs": dict(settings.DATABASES["default"])}
+    messages = [message for message in checks.run_checks() if message.id == "kojo.E018"]
+    assert len(messages) == 1 and "routers send kojo's models to default" in messages[0].msg
+    assert "kojo.routers.KojoRouter" in messages[0].hint
+    settings.DATABASE_ROUTERS = ["kojo.routers.KojoRouter"]
+    assert [message for message in checks.run_checks() if message.id == "kojo.E018"] == []
