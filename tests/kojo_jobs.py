@@ -179,3 +179,13 @@ def exits_when_told(job):
     while not go.exists():
         time.sleep(0.01)
     os._exit(1)
+
+
+@kojo.worker
+def fenced_append(job):
+    """Take the mutex ``params["lock"]`` and append this run's job id and fencing token to the file
+    ``params["log"]``: a test reads whether two holds ever shared a token."""
+    with kojo.mutex(job.params["lock"], timeout=60) as lock:
+        with open(job.params["log"], "a") as log:
+            log.write(f"{job.id} {lock.token}\n")
+        time.sleep(job.params.get("seconds", 0))

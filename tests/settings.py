@@ -79,6 +79,21 @@ CACHES = {
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
     }
 }
+# KOJO_TEST_REDIS_SENTINEL=<host>:<port>: Redis through that Sentinel, which watches the service
+# "kojotest" (tests/server/test_sentinel.py starts such a set and forces failovers).
+if _sentinel := os.environ.get("KOJO_TEST_REDIS_SENTINEL"):
+    _host, _port = _sentinel.rsplit(":", 1)
+    CACHES["default"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://kojotest/0",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.SentinelClient",
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": [(_host, int(_port))],
+            "SOCKET_CONNECT_TIMEOUT": 1,
+            "SOCKET_TIMEOUT": 2,
+        },
+    }
 KOJO_KEY_PREFIX = f"kojo-test-{DB_NAME}"
 KOJO_LOCK_DIR = os.environ.get(
     "KOJO_TEST_LOCK_DIR", str(Path(tempfile.gettempdir()) / f"kojo-locks-{DB_NAME}")
