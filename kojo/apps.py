@@ -14,3 +14,8 @@ class KojoConfig(AppConfig):
         from kojo.tasks import worker  # noqa: F401  (registers the worker that runs Django tasks)
 
         autodiscover_modules("kojo_jobs")
+        from django.db.models.signals import post_migrate
+
+        from kojo.registry import sync_after_migrate
+
+        post_migrate.connect(sync_after_migrate, sender=self, dispatch_uid="kojo.registry.sync")

@@ -3,8 +3,9 @@
 ``@kojo.worker`` marks a callable as allowed to run jobs; ``@kojo.job_type(...)`` does that and also
 declares a job type with its defaults. Only registered workers can be named by a job type, so an
 admin cannot point a type at an arbitrary importable function. Registration runs when Django imports
-each app's ``kojo_jobs`` module and touches no database; ``sync()`` (run at server start-up, or by
-hand) creates the missing job type rows. Rows that already exist are left as operators tuned them.
+each app's ``kojo_jobs`` module and touches no database; ``sync()`` creates the missing job type
+rows: after ``migrate`` (``sync_after_migrate``), at server start-up, and for one type when it is first
+scheduled. Rows that already exist are left as operators tuned them.
 """
 
 from __future__ import annotations
@@ -116,13 +117,16 @@ class Registry:
         except KeyError:
             raise UnknownWorker(f"{path!r} is not a registered kojo worker") from None
 
-    def sync(self, using: str | None = None) -> list[str]:
-        """Create a row for every registered type that has none; return the codes created."""
+    def sync(self, using: str | None = None, *, only: str | None = None) -> list[str]:
+        """Create a row for every registered type (or the type ``only``) that has none; return the
+        codes created. Race-safe: two processes syncing at once create each row once."""
         using = using or settings.DATABASE
         from kojo.models import JobType
 
         created = []
         for registration in self.job_types.values():
+            if only is not None and registration.type_code != only:
+                continue
             defaults = {"worker": registration.worker, "name": registration.type_code, **registration.fields}
             _, was_created = JobType.objects.using(using).get_or_create(
                 type_code=registration.type_code, defaults=defaults
@@ -131,6 +135,18 @@ class Registry:
                 created.append(registration.type_code)
                 logger.info("created job type %s", registration.type_code)
         return created
+
+
+def sync_after_migrate(sender: Any, *, using: str, **kwargs: Any) -> None:
+    """``post_migrate`` (after ``migrate``, and after the test runners' flushes): the types declared in
+    code exist as soon as their table does, before any server has started, in your tests too."""
+    if using != settings.DATABASE:
+        return
+    from kojo.checks import unapplied_migrations
+
+    if unapplied_migrations(using):
+        return  # migrated to an earlier state on purpose: the table may lack columns the model has
+    registry.sync(using=using)
 
 
 def _method_runner(cls: type, name: str) -> Callable[..., Any]:

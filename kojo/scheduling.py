@@ -27,6 +27,7 @@ from kojo.exceptions import (
     WaitingLimitReached,
 )
 from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobDependency, JobType
+from kojo.registry import registry
 from kojo.states import PENDING, JobState
 from kojo.transitions import record, record_created
 
@@ -203,7 +204,11 @@ def enabled_job_type(type_code: str, *, using: str | None = None) -> JobType:
     try:
         job_type = JobType.objects.using(using).get(type_code=type_code)
     except JobType.DoesNotExist:
-        raise JobTypeNotFound(f"no job type has the type code {type_code!r}") from None
+        if not isinstance(type_code, str) or type_code not in registry.job_types:
+            raise JobTypeNotFound(f"no job type has the type code {type_code!r}") from None
+        # Declared in code since the last migrate or server start: its row is made now.
+        registry.sync(using, only=type_code)
+        job_type = JobType.objects.using(using).get(type_code=type_code)
     if not job_type.is_enabled:
         raise JobTypeDisabled(f"job type {type_code!r} is disabled: no new jobs may be scheduled for it")
     return job_type

@@ -12,6 +12,13 @@ from kojo.models import JobType
 _codes = itertools.count()
 
 
+def added_types():
+    """Job type rows besides those declared in code (which migrate creates in every test database)."""
+    from kojo.registry import registry
+
+    return JobType.objects.exclude(type_code__in=list(registry.job_types))
+
+
 @pytest.fixture
 def make_job_type(db):
     """Create a job type row running the tests' registered ``noop`` worker unless told otherwise."""

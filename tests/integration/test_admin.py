@@ -12,6 +12,7 @@ from django.utils import timezone
 from kojo import listing
 from kojo.models import Job, JobStateChange, JobType, Server
 from kojo.states import JobState
+from tests.conftest import added_types
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +59,7 @@ def test_admin_refuses_bad_values_with_the_shared_message(admin_client, field, v
     response = admin_client.post(reverse("admin:kojo_jobtype_add"), {**VALID, field: value})
     assert response.status_code == 200
     assert message in response.content.decode()
-    assert not JobType.objects.exists()
+    assert not added_types().exists()
 
 
 def test_jobs_are_visible_but_not_editable(admin_client, make_job_type):
@@ -145,10 +146,10 @@ def test_enable_and_disable_actions(admin_client, make_job_type):
     on, off = make_job_type(), make_job_type(is_enabled=False)
     response = run_action(admin_client, "jobtype", "disable", [on, off])
     assert messages_of(response) == [f"Disabled 1 job type: {on.type_code}."]
-    assert not JobType.objects.filter(is_enabled=True).exists()
+    assert not added_types().filter(is_enabled=True).exists()
     response = run_action(admin_client, "jobtype", "enable", [on, off])
     assert messages_of(response) == [f"Enabled 2 job types: {on.type_code}, {off.type_code}."]
-    assert not JobType.objects.filter(is_enabled=False).exists()
+    assert not added_types().filter(is_enabled=False).exists()
 
 
 def test_schedule_now_action_schedules_through_the_api_and_refuses_disabled_types(

@@ -9,6 +9,7 @@ from django.utils import timezone
 import kojo
 from kojo.models import JobType, Recurrence
 from kojo.states import JobState
+from tests.conftest import added_types
 from tests.integration.test_admin import VALID
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +41,7 @@ def test_bad_readiness_or_retry_on_shows_the_shared_message(admin_client, field,
     response = admin_client.post(reverse("admin:kojo_jobtype_add"), {**VALID, field: value})
     assert response.status_code == 200
     assert message in response.content.decode()
-    assert not JobType.objects.exists()
+    assert not added_types().exists()
 
 
 def test_job_page_lists_its_dependencies_with_their_states(admin_client, make_job_type):

@@ -48,8 +48,47 @@ def test_classes_register_each_public_method():
 
 @pytest.mark.django_db
 def test_sync_creates_missing_rows_once_and_keeps_operator_changes():
+    JobType.objects.filter(type_code="noop").delete()  # migrate made it (sync_after_migrate)
     assert "noop" in registry.sync()
     JobType.objects.filter(type_code="noop").update(schedule_limit=9, name="tuned")
     assert registry.sync() == []
     row = JobType.objects.get(type_code="noop")
     assert (row.schedule_limit, row.name) == (9, "tuned")
+
+
+@pytest.mark.django_db
+def test_declared_types_exist_once_migrate_has_run():
+    """pytest-django built this database with migrate: the types of every kojo_jobs module are there."""
+    assert JobType.objects.filter(type_code="noop", worker="tests.kojo_jobs.noop").exists()
+
+
+@pytest.mark.django_db
+def test_a_type_declared_after_migrate_gets_its_row_when_first_scheduled():
+    registry.add_job_type("declared_late", "tests.kojo_jobs.noop", max_attempts=2)
+    try:
+        assert not JobType.objects.filter(type_code="declared_late").exists()
+        job = kojo.schedule("declared_late")
+        assert (job.job_type.type_code, job.job_type.max_attempts) == ("declared_late", 2)
+    finally:
+        del registry.job_types["declared_late"]
+
+
+def test_the_example_projects_own_tests_pass_under_djangos_test_runner():
+    """A user's ``manage.py test``: scheduling a declared type from a view works before any server ran."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = Path(__file__).resolve().parents[2] / "example_project"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("KOJO_", "DJANGO_"))}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "test", "demo", "--noinput"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Ran 3 tests" in result.stderr
