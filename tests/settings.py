@@ -94,6 +94,10 @@ if _sentinel := os.environ.get("KOJO_TEST_REDIS_SENTINEL"):
             "SOCKET_TIMEOUT": 2,
         },
     }
+# KOJO_TEST_REDIS_CLUSTER=<host:port of one node>: the cache is a Redis Cluster, as the README sets it up.
+if _cluster_node := os.environ.get("KOJO_TEST_REDIS_CLUSTER"):
+    CACHES["default"]["LOCATION"] = f"redis://{_cluster_node}"
+    CACHES["default"]["OPTIONS"]["CONNECTION_FACTORY"] = "kojo.redis_cluster.ClusterConnectionFactory"
 KOJO_KEY_PREFIX = f"kojo-test-{DB_NAME}"
 KOJO_LOCK_DIR = os.environ.get(
     "KOJO_TEST_LOCK_DIR", str(Path(tempfile.gettempdir()) / f"kojo-locks-{DB_NAME}")

@@ -370,6 +370,34 @@ def test_holders_show_owner_process(backend, spawn):
     assert [hold.pid for hold in holders(name)] == [helper.pid]
 
 
+def test_holders_list_every_lock_by_its_own_name(backend):
+    """Names with braces and colons, which the Redis keys tag for their hash slot, come back as given;
+    on a cluster their holds live on different nodes, and every node is asked."""
+    base = unique()
+    names = [f"{base}-{n}" for n in range(12)] + [f"}}{base}", f"{base}{{a}}b", f"{base}:holds:owners"]
+    locks = [mutex(name) for name in names]
+    for lock in locks:
+        assert lock.acquire(blocking=False)
+    try:
+        assert [hold.name for hold in holders()] == sorted(names)
+        assert [hold.name for hold in holders(names[-2])] == [names[-2]]
+    finally:
+        for lock in locks:
+            lock.release()
+    assert holders() == []
+
+
+def test_the_keys_of_a_redis_lock_share_one_hash_slot(redis_backend):
+    """A Redis Cluster runs a script only on keys of one slot (CROSSSLOT otherwise)."""
+    from redis.cluster import key_slot
+
+    backend = get_backend()
+    for name in ["billing", "}starts-with-a-brace", "a{b}c", "{}", "x}"]:
+        slots = {key_slot(key.encode()) for key in backend._keys(name)}
+        assert len(slots) == 1, (name, backend._keys(name))
+    assert len({key_slot(backend._keys(f"lock-{n}")[0].encode()) for n in range(50)}) > 40, "names spread"
+
+
 def test_forked_child_owns_nothing_of_its_parents_hold(backend, spawn):
     helper = spawn("fork-check", unique())
     assert helper.expect("fork") == ["fork", "0", "parent-holds"]
@@ -511,7 +539,7 @@ def test_fencing_tokens_never_repeat_after_a_failover_to_a_replica_that_is_behin
     wait_until(lambda: replica.info("replication")["slave_repl_offset"] >= written, 10, message="the sync")
     replica.execute_command("REPLICAOF", "NO", "ONE")  # cut off: it sees nothing more ...
     missed_by_replica = take(5)  # ... of these
-    token_key = f"{kojo_settings.KEY_PREFIX}:lock:{name}:token"
+    token_key = get_backend()._keys(name)[2]
     assert int(replica.get(token_key)) < max(missed_by_replica), "the promoted replica must be behind"
 
     settings.KOJO_REDIS_CACHE = "promoted"  # the failover: clients now talk to the old replica
