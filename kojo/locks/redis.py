@@ -2,7 +2,10 @@
 
 Each lock name has three keys: a sorted set of holds scored by lease end, a hash of hold owners and
 the last fencing token given (tokens come from the database's sequence where it is PostgreSQL,
-kojo.locks.tokens: Redis forgets, and a promoted replica may be behind). Every decision runs in a Lua
+kojo.locks.tokens: Redis forgets, and a promoted replica may be behind). They are
+``<prefix>:{lock:<name>}:holds|owners|token``: the hash tag puts the three in one slot of a Redis
+Cluster, where a script may only touch keys of one slot, and spreads the names over the slots (a tag
+starting with "lock:" is never empty, whatever the name). Every decision runs in a Lua
 script (scripts/*.lua) on the Redis clock, so the clients' clocks never matter. An owner renews its
 lease while it lives. When it dies, a process on its host notices on contention (its pid and start
 time are gone) and frees the slot at once; when the whole host is gone, the lease runs out.
@@ -89,8 +92,12 @@ class RedisBackend:
             raise failure(exc) from exc
 
     def _keys(self, name: str) -> list[str]:
-        base = f"{self.key_prefix}:lock:{name}"
+        base = f"{self._names_start}{name}}}"
         return [f"{base}:holds", f"{base}:owners", f"{base}:token"]
+
+    @property
+    def _names_start(self) -> str:
+        return f"{self.key_prefix}:{{lock:"
 
     def acquire(self, name: str, limit: int, owner: Owner, lease: float) -> Hold | None:
         keys = self._keys(name)
@@ -166,28 +173,24 @@ class RedisBackend:
         return int(self._run("reclaim", keys[:2], dead)) if dead else 0
 
     def holders(self, name: str | None = None) -> list[Hold]:
-        base = f"{self.key_prefix}:lock:"
+        """One script per lock, run where its keys are: on a cluster every primary is scanned, and no
+        call spans two slots."""
+        start, end = self._names_start, "}:owners"
         try:
-            client = self.client
             if name is None:
-                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", base) + "*:owners"
-                owner_keys = sorted(key.decode() for key in client.scan_iter(match=pattern, count=1000))
+                pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*" + end
+                keys = {key.decode() for key in self.client.scan_iter(match=pattern, count=1000)}
+                names = sorted(key[len(start) : -len(end)] for key in keys)
             else:
-                owner_keys = [self._keys(name)[1]]
-            seconds, microseconds = client.time()
-            pipe = client.pipeline(transaction=False)
-            for key in owner_keys:
-                pipe.hgetall(key)
-                pipe.zrange(key.removesuffix(":owners") + ":holds", 0, -1, withscores=True)
-            replies = pipe.execute()
+                names = [name]
         except redis_errors.ANY as exc:
             raise failure(exc) from exc
-        now_ms = seconds * 1000 + microseconds // 1000
         holds = []
-        for key, records, lease_ends in zip(owner_keys, replies[::2], replies[1::2], strict=True):
-            lock_name = key[len(base) : -len(":owners")]
-            lease_end_by_token = dict(lease_ends)
-            for token, record in records.items():
+        for lock_name in names:
+            now_ms, flat_records, flat_lease_ends = self._run("holders", self._keys(lock_name)[:2], [])
+            lease_ends = map(float, flat_lease_ends[1::2])
+            lease_end_by_token = dict(zip(flat_lease_ends[::2], lease_ends, strict=True))
+            for token, record in zip(flat_records[::2], flat_records[1::2], strict=True):
                 lease_end = lease_end_by_token.get(token)
                 if lease_end is None or lease_end <= now_ms:
                     continue  # expired: the next acquire of this name removes it
