@@ -5,6 +5,11 @@ checks abort requests with its heartbeat, so a lost message (Redis down, a subsc
 delays work by at most those intervals and loses nothing. Messages are sent after the transaction
 that caused them commits, so a server never wakes for a job it cannot see yet. Without Redis
 (``KOJO_LOCK_BACKEND = "local"``) nothing is sent and servers poll.
+
+Channels are ``<prefix>:{messages}:wake|abort|events``. On a Redis Cluster (kojo.redis_cluster) they
+go by sharded pub/sub: the hash tag puts them in one slot, so a message travels to one shard only
+(classic PUBLISH is copied to every node) and a subscriber needs one connection, one socket for the
+arbiter's ``select()``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from kojo import redis_errors
 from kojo.conf import settings
+from kojo.redis_cluster import is_cluster
 from kojo.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -29,8 +35,12 @@ def enabled() -> bool:
     return settings.LOCK_BACKEND == "redis"
 
 
+def channel_prefix() -> str:
+    return f"{settings.KEY_PREFIX}:{{messages}}:"
+
+
 def channel(name: str) -> str:
-    return f"{settings.KEY_PREFIX}:{name}"
+    return channel_prefix() + name
 
 
 def client():
@@ -42,34 +52,44 @@ def client():
 def publish(name: str, payload: Mapping[str, Any]) -> None:
     """Best effort: a message that cannot be sent is logged, never raised (its cause committed
     already); polling covers for it."""
+    publish_all(f"a {name} message", [(name, payload)])
+
+
+def publish_changes(changes: list[dict[str, Any]]) -> None:
+    """Publish committed state changes, one wake-up if any job became waiting: in one round trip on a
+    single Redis; on a cluster one after the other, as a cluster client pipelines no PUBLISH."""
+    if not changes:
+        return
+    # One message per commit, however many jobs it changed; listen() hands out one event each.
+    messages: list[tuple[str, Mapping[str, Any]]] = [(EVENTS, {"at": time.time(), "changes": changes})]
+    woken = next((c for c in changes if c["to_state"] == JobState.WAITING), None)
+    if woken is not None:
+        messages.append((WAKE, {"job_id": woken["job_id"], "type_code": woken["type_code"]}))
+    publish_all(f"{len(changes)} job changes", messages)
+
+
+def publish_all(what: str, messages: list[tuple[str, Mapping[str, Any]]]) -> None:
     if not enabled():
         return
     try:
-        client().publish(channel(name), json.dumps(payload))
-    except redis_errors.ANY as error:
-        not_sent(f"a {name} message", error)
+        redis = client()
+        if is_cluster(redis):
+            for name, payload in messages:
+                redis.spublish(channel(name), json.dumps(payload))
+            return
+        pipeline = redis.pipeline(transaction=False)
+        for name, payload in messages:
+            pipeline.publish(channel(name), json.dumps(payload))
+        pipeline.execute()
+    except Exception as error:  # noqa: BLE001 - whatever fails, the caller's change has committed
+        not_sent(what, error)
 
 
 def not_sent(what: str, error: BaseException) -> None:
     described = redis_errors.describe(error)
+    if not isinstance(error, redis_errors.ANY):
+        logger.debug("publishing %s failed", what, exc_info=error)
     throttled.warning("publish", "could not publish %s; servers poll meanwhile: %s", what, described)
-
-
-def publish_changes(changes: list[dict[str, Any]]) -> None:
-    """Publish committed state changes in one round trip; one wake-up if any job became waiting."""
-    if not enabled() or not changes:
-        return
-    try:
-        pipeline = client().pipeline(transaction=False)
-        # One message per commit, however many jobs it changed; listen() hands out one event each.
-        pipeline.publish(channel(EVENTS), json.dumps({"at": time.time(), "changes": changes}))
-        woken = next((c for c in changes if c["to_state"] == JobState.WAITING), None)
-        if woken is not None:
-            wake = {"job_id": woken["job_id"], "type_code": woken["type_code"]}
-            pipeline.publish(channel(WAKE), json.dumps(wake))
-        pipeline.execute()
-    except redis_errors.ANY as error:
-        not_sent(f"{len(changes)} job changes", error)
 
 
 class Subscriber:
@@ -78,21 +98,35 @@ class Subscriber:
     def __init__(self, *names: str):
         self.channels = [channel(name) for name in names]
         self.pubsub = None
+        self.sharded = False  # on a Redis Cluster: SSUBSCRIBE, on the node of the channels' slot
         self.retry_at = 0.0
         self.problem = "ok"  # or what Redis said last, while messaging is down
 
     def fileno(self) -> int | None:
         if self.pubsub is None and time.monotonic() >= self.retry_at:
             self.connect()
-        if self.pubsub is None or self.pubsub.connection is None:
-            return None
-        sock = self.pubsub.connection._sock
+        connection = self.connection()
+        sock = connection._sock if connection is not None else None
         return sock.fileno() if sock is not None else None
+
+    def connection(self):
+        """The one connection messages arrive on: on a cluster, that to the node of the channels' slot."""
+        if self.pubsub is None:
+            return None
+        if self.sharded:
+            node_pubsubs = list(self.pubsub.node_pubsub_mapping.values())
+            return node_pubsubs[0].connection if node_pubsubs else None
+        return self.pubsub.connection
 
     def connect(self) -> None:
         try:
-            self.pubsub = client().pubsub(ignore_subscribe_messages=True)
-            self.pubsub.subscribe(*self.channels)
+            redis = client()
+            self.sharded = is_cluster(redis)
+            self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            if self.sharded:
+                self.pubsub.ssubscribe(*self.channels)
+            else:
+                self.pubsub.subscribe(*self.channels)
             self.problem = "ok"
         except redis_errors.ANY as error:
             self.failed("messaging unavailable", error)
@@ -118,15 +152,19 @@ class Subscriber:
         if self.pubsub is None:
             return []
         found = []
-        prefix = f"{settings.KEY_PREFIX}:"
+        prefix = channel_prefix()
+        read = self.pubsub.get_sharded_message if self.sharded else self.pubsub.get_message
         try:
-            while (message := self.pubsub.get_message(timeout=timeout)) is not None:
+            while (message := read(timeout=timeout)) is not None:
                 timeout = 0.0
                 name = message["channel"].decode().removeprefix(prefix)
                 try:
                     found.append((name, json.loads(message["data"])))
                 except (TypeError, ValueError):
                     logger.warning("ignoring a malformed message on %s", name)
+            if self.sharded and self.connection() is None:
+                # The channels' slot moved to another node, which unsubscribed us: subscribe there.
+                raise redis_errors.errors.ConnectionError("the node of kojo's channels unsubscribed it")
         except redis_errors.ANY as error:
             self.failed("messaging lost", error)
         return found

@@ -24,6 +24,8 @@ TRANSIENT = (
     errors.TimeoutError,
     OSError,
 )
+# What a cluster client says when no node of the cluster answers: it is down, not refusing.
+CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
 # Every failure a Redis call can raise: the callers that must survive anything catch these.
 ANY = (errors.RedisError, errors.RedisClusterException, errors.ChildDeadlockedError, OSError)
 
@@ -32,6 +34,8 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, errors.AuthenticationError | errors.AuthorizationError):
         return False  # a ConnectionError in redis-py, yet retrying never cures it
     if isinstance(error, errors.ResponseError) and str(error).split(" ", 1)[0] in TRANSIENT_REPLIES:
+        return True
+    if isinstance(error, errors.RedisClusterException) and CLUSTER_UNREACHABLE in str(error):
         return True
     return isinstance(error, (*TRANSIENT, errors.ConnectionError))
 
@@ -50,9 +54,14 @@ def describe(error: BaseException) -> str:
         return f"Redis is read-only (a replica, or a failover under way): {text}"
     if isinstance(error, errors.BusyLoadingError):
         return f"Redis is loading its data: {text}"
-    if isinstance(error, errors.ClusterCrossSlotError) or "CROSSSLOT" in text:
-        return f"Redis Cluster refused keys of different slots (set KOJO_KEY_PREFIX to a hash tag): {text}"
-    if isinstance(error, errors.ConnectionError | errors.TimeoutError | OSError):
+    if isinstance(error, errors.ClusterCrossSlotError) or "CROSSSLOT" in text or "same key slot" in text:
+        return (
+            "Redis Cluster refused keys of different hash slots (an older kojo still running, or braces "
+            f"in KOJO_KEY_PREFIX that make an empty hash tag): {text}"
+        )
+    if isinstance(error, errors.ConnectionError | errors.TimeoutError | OSError) or (
+        isinstance(error, errors.RedisClusterException) and CLUSTER_UNREACHABLE in text
+    ):
         return f"Redis is unreachable: {text}"
     return f"Redis refused a command: {text}"
 
