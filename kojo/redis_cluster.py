@@ -16,6 +16,7 @@ of one slot: give the rest of the project a cache of its own.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -36,6 +37,12 @@ class ClusterConnectionFactory(ConnectionFactory):
     _clusters: dict[str, RedisCluster] = {}
     _lock = threading.Lock()
 
+    @classmethod
+    def _after_fork(cls) -> None:
+        # A thread of the parent may have held the lock at the fork; each node's pool notices the new
+        # pid by itself and connects anew.
+        cls._lock = threading.Lock()
+
     def connect(self, url: str) -> RedisCluster:
         with self._lock:
             cluster = self._clusters.get(url)
@@ -53,3 +60,6 @@ class ClusterConnectionFactory(ConnectionFactory):
 
     def disconnect(self, connection: RedisCluster) -> None:
         connection.disconnect_connection_pools()
+
+
+os.register_at_fork(after_in_child=ClusterConnectionFactory._after_fork)

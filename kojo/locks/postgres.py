@@ -7,32 +7,27 @@ under a transaction-scoped advisory lock on that name, so two acquirers cannot b
 slot. Dead holders are freed as on Redis: by a process on their machine that sees them gone, or when
 their lease runs out.
 
-The backend keeps a connection of its own, in autocommit, beside Django's: a hold taken inside the
-caller's transaction would be invisible to everyone else until it commits, and undone if it rolls
-back.
+The backend keeps a connection of its own (kojo.locks.connection), in autocommit, beside Django's:
+a hold taken inside the caller's transaction would be invisible to everyone else until it commits,
+and undone if it rolls back. Renewals and releases take the name's advisory lock too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 from typing import Any
 
 import psycopg
-from django.db import connections
 
 from kojo.conf import settings
 from kojo.exceptions import LockNotOwned
 from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, Owner, ensure_owned_here
+from kojo.locks.connection import OwnConnection
 
 logger = logging.getLogger(__name__)
 
 TABLE = "kojo_lock_hold"
-# Django's own OPTIONS for its PostgreSQL backend, which are not libpq's.
-DJANGO_OPTIONS = {"isolation_level", "server_side_binding", "pool", "assume_role", "cursor_factory"}
-
 ACQUIRE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('kojo-lock:' || %s, 0))"
 # Leases that ran out are forgotten first; the rest are the holds that count.
 LIVE_HOLDS = f"""
@@ -77,57 +72,32 @@ class PostgresBackend:
 
     def __init__(self, using: str | None = None):
         self.using = using or settings.DATABASE
-        self._guard = threading.Lock()
-        self._connection: psycopg.Connection | None = None
-        self._pid = os.getpid()
-        # A forked child must never close (or talk on) its parent's connection: it keeps the object,
-        # unused, so that freeing it never sends the server a goodbye on the parent's behalf.
-        self._inherited: list[psycopg.Connection] = []
+        self._own = OwnConnection(self.using, "kojo locks")
 
     def __repr__(self) -> str:
         return f"<PostgresBackend database={self.using!r}>"
 
-    def connection(self) -> psycopg.Connection:
-        if self._pid != os.getpid():
-            self._pid, self._guard = os.getpid(), threading.Lock()
-            if self._connection is not None:
-                self._inherited.append(self._connection)
-            self._connection = None
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(**self.connection_params(), autocommit=True)
-        return self._connection
-
-    def connection_params(self) -> dict[str, Any]:
-        settings = connections[self.using].settings_dict
-        params = {key: value for key, value in settings["OPTIONS"].items() if key not in DJANGO_OPTIONS}
-        for key, name in (("NAME", "dbname"), ("USER", "user"), ("PASSWORD", "password"), ("HOST", "host")):
-            if settings.get(key):
-                params[name] = settings[key]
-        if settings.get("PORT"):
-            params["port"] = int(settings["PORT"])
-        params.setdefault("application_name", "kojo locks")
-        return params
-
     def close(self) -> None:
         """Close this process's connection (the next call opens another)."""
-        with self._guard:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
+        self._own.close()
 
     def _run(self, work):
-        """``work(connection)`` under this process's guard; a broken connection is dropped, so the
-        next call connects anew."""
-        with self._guard:
-            try:
-                return work(self.connection())
-            except psycopg.Error as error:
-                connection = self._connection
-                lost = isinstance(error, psycopg.OperationalError)
-                if connection is not None and (lost or connection.broken):
-                    connection.close()
-                    self._connection = None
-                raise failure(error) from error
+        """``work(connection)`` on the backend's own connection, psycopg's errors told apart."""
+        try:
+            return self._own.run(work)
+        except psycopg.Error as error:
+            raise failure(error) from error
+
+    def _under_name_lock(self, name: str, sql: str, args: list) -> tuple | None:
+        """One statement on a name's holds, in a transaction under the name's advisory lock, as an
+        acquire is: a renewal judged while an acquirer deletes expired holds would leave two."""
+
+        def work(connection: psycopg.Connection):
+            with connection.transaction():
+                connection.execute(ACQUIRE_LOCK, [name])
+                return connection.execute(sql, args).fetchone()
+
+        return self._run(work)
 
     def acquire(self, name: str, limit: int, owner: Owner, lease: float) -> Hold | None:
         taken = self._try(name, limit, owner, lease)
@@ -158,11 +128,7 @@ class PostgresBackend:
 
     def release(self, hold: Hold) -> None:
         ensure_owned_here(hold)
-        row = self._run(
-            lambda connection: connection.execute(
-                RELEASE, [hold.name, hold.token, hold.owner.as_json]
-            ).fetchone()
-        )
+        row = self._under_name_lock(hold.name, RELEASE, [hold.name, hold.token, hold.owner.as_json])
         if row is None:
             self._not_owned(hold)
         if not row[0]:
@@ -171,7 +137,7 @@ class PostgresBackend:
     def renew(self, hold: Hold, lease: float) -> Hold:
         ensure_owned_here(hold)
         args = [max(1, round(lease * 1000)), hold.name, hold.token, hold.owner.as_json]
-        row = self._run(lambda connection: connection.execute(RENEW, args).fetchone())
+        row = self._under_name_lock(hold.name, RENEW, args)
         if row is None:
             self._not_owned(hold)
         return Hold(hold.name, hold.limit, hold.owner, hold.token, hold.since, row[0])

@@ -26,15 +26,15 @@ from redis.commands.core import Script
 
 from kojo import redis_errors
 from kojo.exceptions import LockError, LockNotOwned
+from kojo.locks import tokens
 from kojo.locks.base import BackendRefused, BackendUnavailable, Hold, Owner, ensure_owned_here
-from kojo.locks.tokens import tokens
 
 logger = logging.getLogger(__name__)
 
 SCRIPTS_DIR = Path(__file__).with_name("scripts")
-# New blocks of tokens drawn for one acquire while other processes' blocks stay ahead for that name:
-# each time, one of them took a token, so this many means something else is wrong.
-OVERTAKEN_DRAWS = 20
+# Draws for one acquire while concurrent acquirers' later draws keep reaching Redis first: each
+# redraw is above every token Redis had when it was drawn, so this many means a foreign sequence.
+REDRAWS = 20
 
 
 def failure(error: BaseException) -> LockError:
@@ -67,7 +67,6 @@ class RedisBackend:
     def __init__(self, cache_alias: str, key_prefix: str):
         self.cache_alias = cache_alias
         self.key_prefix = key_prefix
-        self._client: redis.Redis | None = None
         self._scripts: dict[str, Script] = {}
 
     def __repr__(self) -> str:
@@ -75,19 +74,19 @@ class RedisBackend:
 
     @property
     def client(self) -> redis.Redis:
-        # redis-py pools notice a fork themselves; kojo.locks also builds a new backend in a child.
-        if self._client is None:
-            self._client = get_redis_connection(self.cache_alias)
-        return self._client
+        # Asked of django-redis each time (its cache keeps the client and its pool): a test that
+        # swaps CACHES, or a fork, gets the right one; redis-py pools notice a fork themselves.
+        return get_redis_connection(self.cache_alias)
 
     def _run(self, script_name: str, keys: list[str], args: list) -> object:
-        script = self._scripts.get(script_name)
-        if script is None:
-            source = (SCRIPTS_DIR / f"{script_name}.lua").read_text()
-            script = self._scripts[script_name] = self.client.register_script(source)
         try:
+            client = self.client
+            script = self._scripts.get(script_name)
+            if script is None:
+                source = (SCRIPTS_DIR / f"{script_name}.lua").read_text()
+                script = self._scripts[script_name] = client.register_script(source)
             # After a Redis restart the script cache is empty; Script reloads on NOSCRIPT by itself.
-            return script(keys=keys, args=args)
+            return script(keys=keys, args=args, client=client)
         except redis_errors.ANY as exc:
             raise failure(exc) from exc
 
@@ -112,21 +111,21 @@ class RedisBackend:
             if reply[0] != 1:
                 return None
         _, token, now, expires = reply
-        tokens.taken(int(token))
         return Hold(name, limit, owner, int(token), _datetime(now), _datetime(expires))
 
     def _offer(self, name: str, keys: list[str], args: list) -> list:
-        """acquire.lua with the rest of this process's block of durable tokens (kojo.locks.tokens),
-        again with a new block while other processes' blocks are ahead of it for the name."""
-        block = tokens.offer()
-        for _ in range(OVERTAKEN_DRAWS):
-            reply = self._run("acquire", keys, [*args, *block])
+        """acquire.lua with a fresh durable token (kojo.locks.tokens) where the database has one;
+        drawn again when a concurrent acquirer's later draw reached Redis first."""
+        if not tokens.durable():
+            return self._run("acquire", keys, args)
+        for _ in range(REDRAWS):
+            reply = self._run("acquire", keys, [*args, tokens.draw()])
             if reply[0] != 2:
                 return reply
-            block = tokens.overtaken()
-        raise LockError(
+        raise BackendRefused(
             f"lock {name!r}: Redis's last token for it ({int(reply[1])}) stays above this database's "
-            "fencing token sequence; if two databases share this Redis, give each its own KOJO_KEY_PREFIX"
+            f"fencing token sequence ({tokens.SEQUENCE}); if two databases share this Redis, give each "
+            "its own KOJO_KEY_PREFIX"
         )
 
     def release(self, hold: Hold) -> None:

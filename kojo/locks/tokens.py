@@ -1,13 +1,15 @@
-"""Fencing tokens that never repeat, drawn from a PostgreSQL sequence a block at a time.
+"""Fencing tokens that never repeat and never go backwards, drawn from a PostgreSQL sequence.
 
 Redis remembers the last token it gave for each lock name, but not durably: a replica promoted in a
 failover may not have seen the latest ones, and a restarted Redis has forgotten them all, so a counter
-kept there hands the same token out twice. A sequence hands each value out once, whatever happens to
-Redis. Each process draws a block of ``BLOCK`` values with one ``nextval()``; the acquire script takes
-the first value of the block's rest above the last token it gave for that name, so tokens keep
-increasing, and when another process's block is ahead of all of it, the acquirer draws a new block.
-A value is only ever taken from its own process's block: no token is given twice, even by a Redis
-that forgot or never saw the last one.
+kept there hands the same token out twice, and any value kept by a process between two acquires
+(a block reserved ahead) can be below one another process has handed out since. So every acquire
+draws its own value with one ``nextval()`` just before it asks Redis: a hold granted after another
+was granted always carries a larger token, whatever Redis remembers. A draw whose hold is refused
+(every slot taken) or whose reply is lost only leaves a gap.
+
+The sequence steps by 1000 (migration 0008): earlier versions reserved blocks of that size, and
+their values and these never meet.
 
 Where the database is not PostgreSQL (the one-machine try-out), there is no source: the Redis lock
 script keeps its own counter, as safe as Redis's memory.
@@ -15,77 +17,48 @@ script keeps its own counter, as safe as Redis's memory.
 
 from __future__ import annotations
 
-import os
-import threading
-
-from django.db import DatabaseError, ProgrammingError, connections
+from django.db import DatabaseError, ProgrammingError, connections, transaction
+from django.db.transaction import TransactionManagementError
 
 from kojo.conf import settings
 from kojo.locks.base import BackendRefused, BackendUnavailable
 
-# Values per draw; the sequence's increment (migration 0008), so one nextval() reserves a block.
-BLOCK = 1000
 SEQUENCE = "kojo_fencing_token"
 
 
-class TokenSource:
-    """This process's block of the sequence. Forked children start with none of it: two processes
-    offering the same value would defeat the point."""
+def durable(using: str | None = None) -> bool:
+    """Whether tokens come from the sequence (PostgreSQL) rather than from Redis's own counter."""
+    return connections[using or settings.DATABASE].vendor == "postgresql"
 
-    def __init__(self, using: str | None = None):
-        self._using = using
-        self._guard = threading.Lock()
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
 
-    def _reset(self) -> None:
-        self._guard = threading.Lock()
-        self._next = self._end = 0
-
-    @property
-    def using(self) -> str:
-        return self._using or settings.DATABASE
-
-    @property
-    def durable(self) -> bool:
-        return connections[self.using].vendor == "postgresql"
-
-    def offer(self) -> tuple[int, int] | tuple[()]:
-        """The rest of this process's block, first and end (exclusive), for the acquire script to
-        take a token from; ``()`` without a durable source. ``taken`` once one was taken."""
-        if not self.durable:
-            return ()
-        with self._guard:
-            if self._next >= self._end:
-                self._draw()
-            return self._next, self._end
-
-    def taken(self, token: int) -> None:
-        with self._guard:
-            if self._next <= token < self._end:
-                self._next = token + 1
-
-    def overtaken(self) -> tuple[int, int]:
-        """Redis gave a token of that name above this whole block: draw a new one, above every value
-        drawn before it (so above that token, unless another process drew later still)."""
-        with self._guard:
-            self._draw()
-            return self._next, self._end
-
-    def _draw(self) -> None:
-        try:
-            with connections[self.using].cursor() as cursor:
+def draw(using: str | None = None) -> int:
+    """A fresh value of the sequence, above every value drawn before. Inside the caller's
+    transaction it is drawn in a savepoint, so that a failed draw leaves that transaction usable
+    (a sequence's values are handed out at once: the caller's rollback does not take one back)."""
+    using = using or settings.DATABASE
+    connection = connections[using]
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(using=using), connection.cursor() as cursor:
                 cursor.execute("SELECT nextval(%s)", [SEQUENCE])
-                (first,) = cursor.fetchone()
-        except ProgrammingError as exc:
-            # The sequence is missing (migration 0008 not applied) or this role may not use it.
+                return cursor.fetchone()[0]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval(%s)", [SEQUENCE])
+            return cursor.fetchone()[0]
+    except TransactionManagementError as exc:
+        raise BackendRefused(
+            "fencing tokens: the caller's transaction is broken (an earlier query in it failed); "
+            "roll it back before taking a lock"
+        ) from exc
+    except ProgrammingError as exc:
+        # The sequence is missing (migration 0008 not applied) or this role may not use it.
+        raise BackendRefused(
+            f"fencing tokens: cannot draw from the sequence {SEQUENCE} (run manage.py migrate, or "
+            f"grant USAGE on it): {str(exc).strip()}"
+        ) from exc
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == "25P02":  # in_failed_sql_transaction
             raise BackendRefused(
-                f"fencing tokens: cannot draw from the sequence {SEQUENCE} (run manage.py migrate, or "
-                f"grant USAGE on it): {str(exc).strip()}"
+                "fencing tokens: the caller's transaction is aborted; roll it back before taking a lock"
             ) from exc
-        except DatabaseError as exc:
-            raise BackendUnavailable(f"fencing tokens: the database is unavailable: {exc}") from exc
-        self._next, self._end = first, first + BLOCK
-
-
-tokens = TokenSource()
+        raise BackendUnavailable(f"fencing tokens: the database is unavailable: {exc}") from exc

@@ -7,7 +7,7 @@ microseconds, about 1.8e15 in 2026), so tokens keep increasing across the upgrad
 from django.db import migrations
 
 START = 4_000_000_000_000_000
-BLOCK = 1000  # kojo.locks.tokens.BLOCK
+BLOCK = 1000  # earlier versions reserved this many values per nextval()
 
 
 def create(apps, schema_editor):

@@ -19,14 +19,17 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
+from django.db import connections
 
 from kojo.conf import settings as kojo_settings
 from kojo.exceptions import KojoConfigurationError, LockError, LockNotOwned, LockTimeout
 from kojo.locks import get_backend, holders, mutex, semaphore
+from kojo.locks import tokens as lock_tokens
 from kojo.locks.base import Owner, machine_identity, process_start_time
 from tests.integration.lock_helper import Helper
 from tests.services import REDIS_PORT, redis_answers, start_redis, stop_redis
@@ -58,13 +61,21 @@ def _use_backend(settings, kind: str, tmp_path: Path):
     settings.KOJO_KEY_PREFIX = unique("kojo-test-locks")
     settings.KOJO_LOCK_DIR = str(tmp_path / "locks")
     settings.KOJO_LOCK_LEASE = LEASE
+
+    def clear_holds(backend):
+        backend._run(lambda connection: connection.execute("DELETE FROM kojo_lock_hold"))
+
     if kind == "postgres":
-        clear_holds = get_backend()._run
-        clear_holds(lambda connection: connection.execute("DELETE FROM kojo_lock_hold"))
+        first = get_backend()
+        clear_holds(first)
     yield kind
     if kind == "postgres":
-        clear_holds(lambda connection: connection.execute("DELETE FROM kojo_lock_hold"))
-        get_backend().close()  # or the test database could not be dropped at the end
+        # A setting the test changed built another backend; both close their connections, or the
+        # test database could not be dropped at the end.
+        last = get_backend()
+        clear_holds(last)
+        last.close()
+        first.close()
     if kind == "redis":
         with contextlib.suppress(redis.exceptions.ConnectionError):
             client = get_backend().client
@@ -351,6 +362,49 @@ def test_fencing_tokens_strictly_increase(backend, spawn):
     assert tokens == sorted(set(tokens)), tokens
 
 
+@pytest.mark.parametrize("forgotten_by", ["a restart that lost its data", "a replica that is behind"])
+def test_tokens_keep_increasing_across_processes_when_redis_forgets_the_last(
+    redis_backend, spawn, forgotten_by
+):
+    """Another process's hold came last, then Redis lost its record of that token: this process's
+    next hold must still get a larger one, so nothing this process drew earlier may be offered."""
+    if not lock_tokens.durable():
+        pytest.skip("durable fencing tokens come from PostgreSQL's sequence")
+    name = unique()
+    with mutex(name) as lock:
+        mine = lock.token
+    helper = spawn("hold", name)
+    theirs = int(helper.expect("held")[1])
+    helper.send("release")
+    helper.expect("released")
+    token_key = get_backend()._keys(name)[2]
+    if forgotten_by == "a restart that lost its data":
+        get_backend().client.delete(token_key)
+    else:
+        get_backend().client.set(token_key, mine)
+    with mutex(name) as lock:
+        assert lock.token > theirs > mine
+
+
+def test_holds_taken_at_once_by_threads_of_one_process_never_share_a_token(redis_backend):
+    if not lock_tokens.durable():
+        pytest.skip("durable fencing tokens come from PostgreSQL's sequence")
+    names = [unique() for _ in range(8)]
+    start = threading.Barrier(len(names))
+
+    def take(name: str) -> int:
+        try:
+            start.wait()
+            with mutex(name, timeout=5) as lock:
+                return lock.token
+        finally:
+            connections.close_all()  # this thread's own connection to the test database
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        tokens = list(pool.map(take, names))
+    assert len(set(tokens)) == len(names), tokens
+
+
 def test_holders_show_owner_process(backend, spawn):
     name = unique()
     helper = spawn("hold", name, limit=2)
@@ -424,14 +478,14 @@ def test_a_missing_fencing_token_sequence_is_refused_by_name():
     from django.db import connection
 
     from kojo.locks.base import BackendRefused
-    from kojo.locks.tokens import SEQUENCE, TokenSource
+    from kojo.locks.tokens import SEQUENCE, draw
 
     if connection.vendor != "postgresql":
         pytest.skip("the sequence is PostgreSQL's")
     with connection.cursor() as cursor:
         cursor.execute(f"DROP SEQUENCE {SEQUENCE}")  # in the test's transaction, rolled back after it
     with pytest.raises(BackendRefused, match="run manage.py migrate"):
-        TokenSource().offer()
+        draw()
 
 
 def test_unknown_backend_is_a_configuration_error(settings):

@@ -3,7 +3,7 @@
 -- KEYS[2] owners: hash token -> "<since ms> <limit> <owner JSON>"
 -- KEYS[3] the last token handed out for this name
 -- Returns {1, token, now, lease end}; when every slot is taken, {0, now, {token, owner, ...}}; when
--- the block offered in ARGV[4..5] holds no token above the last one, {2, last token}.
+-- the token offered in ARGV[4] is not above the last one, {2, last token}.
 local limit = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -20,24 +20,21 @@ if redis.call('ZCARD', KEYS[1]) >= limit then
   return {0, now, redis.call('HGETALL', KEYS[2])}
 end
 
--- ARGV[4] and ARGV[5], when given, are the rest of the acquirer's block of a durable sequence
--- (kojo.locks.tokens), first and end (exclusive): the token is the first value of it above the last
--- token of this name, so tokens keep increasing; {2, last} when the block has none.
--- Without them, a counter here: a missing counter is seeded from the clock in microseconds, so tokens
+-- ARGV[4], when given, is a fresh value of a durable sequence (kojo.locks.tokens) drawn for this
+-- acquire: it is the token, larger than every token granted before it whatever Redis remembers.
+-- {2, last} when it is not above the last token of this name: a concurrent acquirer drew later and
+-- got here first (the caller draws again), or two databases' sequences share one prefix.
+-- Without it, a counter here: a missing counter is seeded from the clock in microseconds, so tokens
 -- keep increasing even after Redis lost its data (no INCR pace reaches one per microsecond); hence the
 -- counter may expire too. A replica promoted in a failover may be behind, though: only the
 -- sequence's tokens never repeat then.
 local token
 if ARGV[4] and ARGV[4] ~= '' then
   local last = redis.call('GET', KEYS[3])
-  local first = tonumber(ARGV[4])
-  if last then
-    first = math.max(first, tonumber(last) + 1)
-  end
-  if first >= tonumber(ARGV[5]) then
+  if last and tonumber(ARGV[4]) <= tonumber(last) then
     return {2, last}
   end
-  token = string.format('%d', first)
+  token = ARGV[4]
   redis.call('SET', KEYS[3], token)
 else
   if redis.call('EXISTS', KEYS[3]) == 0 then
