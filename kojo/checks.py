@@ -127,11 +127,12 @@ def check_settings(app_configs=None, **kwargs):
             )
         )
     else:
+        from django.apps import apps
         from django.db import router
 
-        from kojo.models import Job
-
-        routed = {router.db_for_read(Job), router.db_for_write(Job)}
+        routed = set()
+        for model in apps.get_app_config("kojo").get_models():
+            routed |= {router.db_for_read(model), router.db_for_write(model)}
         if routed != {settings.DATABASE}:
             errors.append(
                 Error(

@@ -48,7 +48,9 @@ def abort(job_id: int, *, by: str = "") -> bool:
     ):
         return True
     if Job.objects.filter(pk=job_id, state=JobState.WORKING).update(abort_requested_by=by):
-        transaction.on_commit(lambda: messaging.publish(messaging.ABORT, {"job_id": job_id, "by": by}))
+        transaction.on_commit(
+            lambda: messaging.publish(messaging.ABORT, {"job_id": job_id, "by": by}), using=settings.DATABASE
+        )
         return False
     state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
     raise IllegalTransition(job_id, state, JobState.CANCELED)
@@ -164,5 +166,6 @@ def run_now(job_id: int, *, by: str = "") -> None:
             at=now,
         )
         transaction.on_commit(
-            lambda: messaging.publish(messaging.WAKE, {"job_id": job_id, "type_code": type_code})
+            lambda: messaging.publish(messaging.WAKE, {"job_id": job_id, "type_code": type_code}),
+            using=settings.DATABASE,
         )

@@ -74,7 +74,7 @@ class JobContext:
             **fields,
         )
         # Ended once the ending commits (at once outside a transaction); a rollback undoes it.
-        transaction.on_commit(lambda: setattr(self, "ended", target))
+        transaction.on_commit(lambda: setattr(self, "ended", target), using=settings.DATABASE)
 
     def complete_success(self, result: Any = None) -> None:
         """Finish well now, keeping ``result`` (JSON) on the job."""

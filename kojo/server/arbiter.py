@@ -47,7 +47,7 @@ from kojo.server.health import HealthFile
 from kojo.server.heartbeat import beat, register_server
 from kojo.server.housekeeper import spawn_housekeeper
 from kojo.server.job_process import spawn_job_process
-from kojo.server.lease import Lease
+from kojo.server.lease import Lease, bounded
 from kojo.server.worker import spawn_worker
 from kojo.states import JobState, Outcome
 from kojo.transitions import ReportedSuccess, complete_reported, transition
@@ -477,7 +477,8 @@ class Arbiter:
         """Record reported successes in one statement (in ``ondemand`` mode the claim usually carries
         them); kept if the database is away, and tried again after a pause."""
         try:
-            complete_reported(self.reported)
+            with bounded():
+                complete_reported(self.reported)
         except (DataError, IntegrityError):
             # One report the database refuses must not hold back the others: record them one by one.
             for report in self.reported:
@@ -566,16 +567,19 @@ class Arbiter:
         jobs = self.unsure.recover(server_id=self.server.pk)
         if not jobs:
             try:
-                jobs = claim(
-                    free,
-                    server_id=self.server.pk,
-                    host=self.host,
-                    pid=self.pid,
-                    queues=self.queues,
-                    oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
-                    finishing=self.reported,
-                    token=token,
-                )
+                # Through a transaction pooler the session's bounds are not ours: the claim's row
+                # locks and statements are bounded per transaction instead.
+                with bounded():
+                    jobs = claim(
+                        free,
+                        server_id=self.server.pk,
+                        host=self.host,
+                        pid=self.pid,
+                        queues=self.queues,
+                        oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
+                        finishing=self.reported,
+                        token=token,
+                    )
             except DatabaseError:
                 self.unsure.failed(token)
                 raise

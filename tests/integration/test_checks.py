@@ -81,3 +81,21 @@ def test_kojo_database_must_be_an_alias_and_where_the_routers_send_kojo(settings
     assert "kojo.routers.KojoRouter" in messages[0].hint
     settings.DATABASE_ROUTERS = ["kojo.routers.KojoRouter"]
     assert [message for message in checks.run_checks() if message.id == "kojo.E018"] == []
+
+
+class JobOnlyRouter:
+    """Sends kojo's Job to "jobs" and leaves its other models (job types, changelog...) where they were."""
+
+    def db_for_read(self, model, **hints):
+        return "jobs" if model.__name__ == "Job" else None
+
+    db_for_write = db_for_read
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_every_kojo_model_must_be_routed_to_kojo_database(settings):
+    settings.KOJO_DATABASE = "jobs"
+    settings.DATABASES = {**settings.DATABASES, "jobs": dict(settings.DATABASES["default"])}
+    settings.DATABASE_ROUTERS = [JobOnlyRouter()]
+    messages = [message for message in checks.run_checks() if message.id == "kojo.E018"]
+    assert len(messages) == 1 and "routers send kojo's models to default, jobs" in messages[0].msg
