@@ -17,7 +17,7 @@ script keeps its own counter, as safe as Redis's memory.
 
 from __future__ import annotations
 
-from django.db import DatabaseError, ProgrammingError, connections, transaction
+from django.db import DatabaseError, InterfaceError, ProgrammingError, connections, transaction
 from django.db.transaction import TransactionManagementError
 
 from kojo.conf import settings
@@ -56,7 +56,9 @@ def draw(using: str | None = None) -> int:
             f"fencing tokens: cannot draw from the sequence {SEQUENCE} (run manage.py migrate, or "
             f"grant USAGE on it): {str(exc).strip()}"
         ) from exc
-    except DatabaseError as exc:
+    except (DatabaseError, InterfaceError) as exc:
+        if not connection.in_atomic_block:
+            connection.close()  # a connection the database dropped: the next draw opens another
         if getattr(exc.__cause__, "sqlstate", None) == "25P02":  # in_failed_sql_transaction
             raise BackendRefused(
                 "fencing tokens: the caller's transaction is aborted; roll it back before taking a lock"

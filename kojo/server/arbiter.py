@@ -567,19 +567,16 @@ class Arbiter:
         jobs = self.unsure.recover(server_id=self.server.pk)
         if not jobs:
             try:
-                # Through a transaction pooler the session's bounds are not ours: the claim's row
-                # locks and statements are bounded per transaction instead.
-                with bounded():
-                    jobs = claim(
-                        free,
-                        server_id=self.server.pk,
-                        host=self.host,
-                        pid=self.pid,
-                        queues=self.queues,
-                        oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
-                        finishing=self.reported,
-                        token=token,
-                    )
+                jobs = claim(
+                    free,
+                    server_id=self.server.pk,
+                    host=self.host,
+                    pid=self.pid,
+                    queues=self.queues,
+                    oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
+                    finishing=self.reported,
+                    token=token,
+                )
             except DatabaseError:
                 self.unsure.failed(token)
                 raise
