@@ -1,10 +1,10 @@
 """kojo's own PostgreSQL connection, beside Django's: one per process, in autocommit.
 
-Locks and fencing tokens must never ride on the caller's transaction: a hold taken or a token drawn
-inside it would be invisible to the others until it commits and undone if it rolls back, and one
-failed statement would abort the caller's work (Django then refuses every query until the block
-ends). The connection is built from the Django settings of the database alias, without prepared
-statements, which a transaction pooler (PgBouncer before 1.21) cannot keep.
+A lock hold must never ride on the caller's transaction: taken inside it, it would be invisible to
+the others until it commits and undone if it rolls back, and one failed statement would abort the
+caller's work (Django then refuses every query until the block ends). The connection is built from
+the Django settings of the database alias, without prepared statements, which a transaction pooler
+(PgBouncer before 1.21) cannot keep.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 import psycopg
 from django.db import connections
-
-from kojo.conf import settings
 
 T = TypeVar("T")
 
@@ -41,24 +39,19 @@ def connection_params(using: str, application_name: str) -> dict[str, Any]:
 
 
 class OwnConnection:
-    """A lazily opened autocommit connection to ``using`` (KOJO_DATABASE when None), one per process
-    and shared by its threads under a guard. A broken connection is dropped and the next call opens
+    """A lazily opened autocommit connection to the Django database ``using``, one per process and
+    shared by its threads under a guard. A broken connection is dropped and the next call opens
     another; a forked child opens its own and never touches (nor closes) its parent's."""
 
-    def __init__(self, using: str | None, application_name: str):
-        self._using = using
+    def __init__(self, using: str, application_name: str):
+        self.using = using
         self.application_name = application_name
         self._guard = threading.Lock()
         self._connection: psycopg.Connection | None = None
-        self._alias = ""
         self._pid = os.getpid()
         # Objects inherited across a fork, kept unused: freeing one would say goodbye to the server
         # on the parent's behalf.
         self._inherited: list[psycopg.Connection] = []
-
-    @property
-    def using(self) -> str:
-        return self._using or settings.DATABASE
 
     def run(self, work: Callable[[psycopg.Connection], T]) -> T:
         """``work(connection)`` under the guard; raises psycopg's error, having dropped a connection
@@ -90,12 +83,7 @@ class OwnConnection:
             self._connection = None
 
     def _open(self) -> psycopg.Connection:
-        alias = self.using
-        if self._connection is not None and (self._connection.closed or self._alias != alias):
-            self._connection.close()
-            self._connection = None
-        if self._connection is None:
-            params = connection_params(alias, self.application_name)
+        if self._connection is None or self._connection.closed:
+            params = connection_params(self.using, self.application_name)
             self._connection = psycopg.connect(**params, autocommit=True)
-            self._alias = alias
         return self._connection

@@ -1,11 +1,13 @@
-"""Fencing tokens that never repeat and never go backwards, drawn from a PostgreSQL sequence.
+"""Fencing tokens that never repeat, drawn from a PostgreSQL sequence.
 
 Redis remembers the last token it gave for each lock name, but not durably: a replica promoted in a
 failover may not have seen the latest ones, and a restarted Redis has forgotten them all, so a counter
 kept there hands the same token out twice, and any value kept by a process between two acquires
 (a block reserved ahead) can be below one another process has handed out since. So every acquire
-draws its own value with one ``nextval()`` just before it asks Redis: a hold granted after another
-was granted always carries a larger token, whatever Redis remembers. A draw whose hold is refused
+draws its own value with one ``nextval()`` just before it asks Redis: a hold whose draw came after
+another hold was granted carries a larger token, whatever Redis remembers. (A draw delayed before its
+script runs can still land below a hold granted meanwhile that a failover then lost; a resource that
+refuses tokens below the largest it has seen refuses it.) A draw whose hold is refused
 (every slot taken) or whose reply is lost only leaves a gap.
 
 The sequence steps by 1000 (migration 0008): earlier versions reserved blocks of that size, and
@@ -16,6 +18,8 @@ script keeps its own counter, as safe as Redis's memory.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from django.db import DatabaseError, InterfaceError, ProgrammingError, connections, transaction
 from django.db.transaction import TransactionManagementError
@@ -37,12 +41,9 @@ def draw(using: str | None = None) -> int:
     (a sequence's values are handed out at once: the caller's rollback does not take one back)."""
     using = using or settings.DATABASE
     connection = connections[using]
+    savepoint = transaction.atomic(using=using) if connection.in_atomic_block else contextlib.nullcontext()
     try:
-        if connection.in_atomic_block:
-            with transaction.atomic(using=using), connection.cursor() as cursor:
-                cursor.execute("SELECT nextval(%s)", [SEQUENCE])
-                return cursor.fetchone()[0]
-        with connection.cursor() as cursor:
+        with savepoint, connection.cursor() as cursor:
             cursor.execute("SELECT nextval(%s)", [SEQUENCE])
             return cursor.fetchone()[0]
     except TransactionManagementError as exc:
