@@ -14,13 +14,15 @@ does, that statement takes nothing and the full claim below decides, as it does 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import operator
 import secrets
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,6 +86,7 @@ def claim(
     finishing: Sequence[ReportedSuccess] = (),
     prefetch: int = 0,
     token: int | None = None,
+    phase: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     using: str | None = None,
 ) -> list[Job]:
     """Take up to ``slots`` due jobs for this server and mark them working; return them.
@@ -94,31 +97,35 @@ def claim(
     ``prefetch`` lets a pooled worker take up to that many jobs at once to run one after another, but
     only when none of them needs admission (PostgreSQL's one-statement claim). ``token``, chosen by the
     claimer before it sends the claim, is written on every job taken, so that a claimer whose claim
-    failed can find what it took after all (``lost_claims``).
+    failed can find what it took after all (``lost_claims``). Each of the claim's transactions runs
+    inside ``phase()``: the arbiter bounds their waits there (kojo.server.lease.bounded), one at a
+    time, so that locks one takes are never held into the next.
     """
     using = using or settings.DATABASE
     if slots <= 0:
-        complete_reported(list(finishing), using=using)
+        with phase():
+            complete_reported(list(finishing), using=using)
         return []
     if connections[using].vendor == "postgresql" and time.monotonic() >= full_claims_until.get(using, 0.0):
-        jobs = claim_in_one_statement(
-            max(slots, prefetch),
-            server_id=server_id,
-            host=host,
-            pid=pid,
-            queues=tuple(queues or ()),
-            oldest_first=oldest_first,
-            finishing=finishing,
-            token=token,
-            using=using,
-        )
+        with phase():
+            jobs = claim_in_one_statement(
+                max(slots, prefetch),
+                server_id=server_id,
+                host=host,
+                pid=pid,
+                queues=tuple(queues or ()),
+                oldest_first=oldest_first,
+                finishing=finishing,
+                token=token,
+                using=using,
+            )
         if jobs is not None:
             return jobs
         finishing = ()  # recorded by that statement
         full_claims_until[using] = time.monotonic() + FULL_CLAIMS_SECONDS
     queues = tuple(queues or ())
     due_by = timezone.now()
-    with transaction.atomic(using=using):
+    with phase(), transaction.atomic(using=using):
         complete_reported(list(finishing), using=using)
         admission = Admission(slots, using=using)
         seen: set[int] = set()

@@ -77,10 +77,13 @@ class OwnConnection:
 
     def _forget_parents(self) -> None:
         if self._pid != os.getpid():
-            self._pid, self._guard = os.getpid(), threading.Lock()
+            # The pid last: a thread that sees it is this process's sees the new guard and no
+            # inherited connection.
+            self._guard = threading.Lock()
             if self._connection is not None:
                 self._inherited.append(self._connection)
             self._connection = None
+            self._pid = os.getpid()
 
     def _open(self) -> psycopg.Connection:
         if self._connection is None or self._connection.closed:

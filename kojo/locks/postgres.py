@@ -9,7 +9,10 @@ their lease runs out.
 
 The backend keeps a connection of its own (kojo.locks.connection), in autocommit, beside Django's:
 a hold taken inside the caller's transaction would be invisible to everyone else until it commits,
-and undone if it rolls back. Renewals and releases take the name's advisory lock too.
+and undone if it rolls back. Renewals and releases take the name's advisory lock too. Every call runs
+in a transaction whose waits are bounded (WAIT_BOUND_MS): a holder of a name's advisory lock paused
+mid-transaction (SIGSTOP, a long GC) makes the others fail fast as unavailable, and loses its session
+once it sat idle in that transaction for IDLE_BOUND_MS, which frees the lock.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from kojo.locks.connection import OwnConnection
 logger = logging.getLogger(__name__)
 
 TABLE = "kojo_lock_hold"
+# The longest any lock call waits on a lock or a statement; far above what one takes (a few statements
+# under a name's advisory lock), far below a lease.
+WAIT_BOUND_MS = 5000
+IDLE_BOUND_MS = 10000
+BOUNDS = (
+    "SET LOCAL lock_timeout = %(wait)d; SET LOCAL statement_timeout = %(wait)d; "
+    "SET LOCAL idle_in_transaction_session_timeout = %(idle)d"
+)
 ACQUIRE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('kojo-lock:' || %s, 0))"
 # Leases that ran out are forgotten first; the rest are the holds that count.
 LIVE_HOLDS = f"""
@@ -82,20 +93,26 @@ class PostgresBackend:
         self._own.close()
 
     def _run(self, work):
-        """``work(connection)`` on the backend's own connection, psycopg's errors told apart."""
+        """``work(connection)`` on the backend's own connection, in one transaction with bounded
+        waits, psycopg's errors told apart."""
+
+        def bounded(connection: psycopg.Connection):
+            with connection.transaction():
+                connection.execute(BOUNDS % {"wait": WAIT_BOUND_MS, "idle": IDLE_BOUND_MS})
+                return work(connection)
+
         try:
-            return self._own.run(work)
+            return self._own.run(bounded)
         except psycopg.Error as error:
             raise failure(error) from error
 
     def _under_name_lock(self, name: str, sql: str, args: list) -> tuple | None:
-        """One statement on a name's holds, in a transaction under the name's advisory lock, as an
-        acquire is: a renewal judged while an acquirer deletes expired holds would leave two."""
+        """One statement on a name's holds under the name's advisory lock, as an acquire is: a
+        renewal judged while an acquirer deletes expired holds would leave two."""
 
         def work(connection: psycopg.Connection):
-            with connection.transaction():
-                connection.execute(ACQUIRE_LOCK, [name])
-                return connection.execute(sql, args).fetchone()
+            connection.execute(ACQUIRE_LOCK, [name])
+            return connection.execute(sql, args).fetchone()
 
         return self._run(work)
 
@@ -113,18 +130,19 @@ class PostgresBackend:
         """A hold, or the live holds (token, owner) when every slot is taken."""
 
         def work(connection: psycopg.Connection):
-            with connection.transaction():
-                connection.execute(ACQUIRE_LOCK, [name])
-                holds = connection.execute(LIVE_HOLDS, [name, name]).fetchall()
-                if len(holds) >= limit:
-                    return [(token, Owner.from_dict(record)) for token, record in holds]
-                row = connection.execute(
-                    INSERT_HOLD, [name, limit, owner.as_json, max(1, round(lease * 1000))]
-                ).fetchone()
-            token, since, expires = row
-            return Hold(name, limit, owner, token, since, expires)
+            connection.execute(ACQUIRE_LOCK, [name])
+            holds = connection.execute(LIVE_HOLDS, [name, name]).fetchall()
+            if len(holds) >= limit:
+                return [(token, Owner.from_dict(record)) for token, record in holds]
+            return connection.execute(
+                INSERT_HOLD, [name, limit, owner.as_json, max(1, round(lease * 1000))]
+            ).fetchone()
 
-        return self._run(work)
+        taken = self._run(work)
+        if isinstance(taken, list):
+            return taken
+        token, since, expires = taken
+        return Hold(name, limit, owner, token, since, expires)
 
     def release(self, hold: Hold) -> None:
         ensure_owned_here(hold)

@@ -35,6 +35,9 @@ SCRIPTS_DIR = Path(__file__).with_name("scripts")
 # Draws for one acquire while concurrent acquirers' later draws keep reaching Redis first: each
 # redraw is above every token Redis had when it was drawn, so this many means a foreign sequence.
 REDRAWS = 20
+# Names refused lately remembered by a backend, at most: a waiter polling one of them probes for a free
+# slot before it draws a token, so waiting costs the database nothing.
+CONTENDED_NAMES = 1024
 
 
 def failure(error: BaseException) -> LockError:
@@ -68,6 +71,7 @@ class RedisBackend:
         self.cache_alias = cache_alias
         self.key_prefix = key_prefix
         self._scripts: dict[str, Script] = {}
+        self._contended: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<RedisBackend cache={self.cache_alias!r} prefix={self.key_prefix!r}>"
@@ -115,12 +119,24 @@ class RedisBackend:
 
     def _offer(self, name: str, keys: list[str], args: list) -> list:
         """acquire.lua with a fresh durable token (kojo.locks.tokens) where the database has one;
-        drawn again when a concurrent acquirer's later draw reached Redis first."""
+        drawn again when a concurrent acquirer's later draw reached Redis first. A name whose slots
+        were all taken at the last try is probed first, so that a waiter polling it draws no token
+        until a slot is free."""
         if not tokens.durable():
             return self._run("acquire", keys, args)
+        if name in self._contended:
+            reply = self._run("acquire", keys, [*args, "?"])
+            if reply[0] == 0:
+                return reply
         for _ in range(REDRAWS):
             reply = self._run("acquire", keys, [*args, tokens.draw()])
-            if reply[0] != 2:
+            if reply[0] == 0:
+                if len(self._contended) >= CONTENDED_NAMES:
+                    self._contended.clear()
+                self._contended.add(name)
+                return reply
+            if reply[0] == 1:
+                self._contended.discard(name)
                 return reply
         raise BackendRefused(
             f"lock {name!r}: Redis's last token for it ({int(reply[1])}) stays above this database's "

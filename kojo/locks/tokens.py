@@ -60,8 +60,19 @@ def draw(using: str | None = None) -> int:
     except (DatabaseError, InterfaceError) as exc:
         if not connection.in_atomic_block:
             connection.close()  # a connection the database dropped: the next draw opens another
-        if getattr(exc.__cause__, "sqlstate", None) == "25P02":  # in_failed_sql_transaction
+        sqlstate = getattr(exc.__cause__, "sqlstate", None)
+        if sqlstate == "25P02":  # in_failed_sql_transaction
             raise BackendRefused(
                 "fencing tokens: the caller's transaction is aborted; roll it back before taking a lock"
+            ) from exc
+        if sqlstate == "25006" and connection.in_atomic_block:  # read_only_sql_transaction
+            raise BackendRefused(
+                "fencing tokens: the caller's transaction is read-only, and a draw from the sequence is a "
+                "write; take the lock outside it"
+            ) from exc
+        if sqlstate == "25006":  # a standby, or a role whose transactions default to read-only
+            raise BackendUnavailable(
+                "fencing tokens: the database session is read-only (a standby, or "
+                f"default_transaction_read_only); kojo needs a primary: {exc}"
             ) from exc
         raise BackendUnavailable(f"fencing tokens: the database is unavailable: {exc}") from exc

@@ -22,6 +22,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from django.db import connections
@@ -109,6 +110,13 @@ def leased_backend(request, settings, tmp_path):
 def redis_backend(settings, tmp_path):
     """For behaviour only Redis has: a server that restarts, a replica promoted."""
     yield from _use_backend(settings, "redis", tmp_path)
+
+
+@pytest.fixture
+def postgres_backend(settings, tmp_path):
+    """For behaviour only the postgres backend has: sessions, transactions, advisory locks."""
+    _available("postgres")
+    yield from _use_backend(settings, "postgres", tmp_path)
 
 
 @pytest.fixture
@@ -405,6 +413,93 @@ def test_holds_taken_at_once_by_threads_of_one_process_never_share_a_token(redis
     assert len(set(tokens)) == len(names), tokens
 
 
+def _last_token_drawn() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"SELECT last_value FROM {lock_tokens.SEQUENCE}")
+        return cursor.fetchone()[0]
+
+
+def test_a_waiter_polling_a_taken_lock_draws_no_tokens_until_a_slot_is_free(redis_backend, spawn):
+    """A blocking acquire polls many times a second; only the try that finds a slot free may cost a
+    draw from the database's sequence (the first try, finding it taken, costs one)."""
+    if not lock_tokens.durable():
+        pytest.skip("durable fencing tokens come from PostgreSQL's sequence")
+    name = unique()
+    helper = spawn("hold", name)
+    theirs = int(helper.expect("held")[1])
+    before = _last_token_drawn()
+    assert not mutex(name).acquire(timeout=1.5)
+    assert (_last_token_drawn() - before) // 1000 <= 1  # the sequence steps by 1000
+    helper.send("release")
+    helper.expect("released")
+    with mutex(name, timeout=5) as lock:
+        assert lock.token > theirs
+    assert (_last_token_drawn() - before) // 1000 <= 2
+
+
+def test_a_postgres_lock_call_waiting_on_a_stalled_session_gives_up_as_unavailable(
+    postgres_backend, monkeypatch
+):
+    """A session that took a name's advisory lock and stalled (a paused process mid-transaction) makes
+    a renewal fail fast as unavailable rather than hang while its lease runs out."""
+    from kojo.locks import postgres as postgres_locks
+    from kojo.locks.base import BackendUnavailable
+
+    monkeypatch.setattr(postgres_locks, "WAIT_BOUND_MS", 300)
+    name = unique()
+    lock = mutex(name)
+    assert lock.acquire(blocking=False)
+    params = connections["default"].settings_dict
+    stalled = psycopg.connect(
+        dbname=params["NAME"], user=params["USER"], host=params["HOST"], port=params["PORT"]
+    )
+    try:
+        stalled.execute(postgres_locks.ACQUIRE_LOCK, [name])  # and then nothing, in its transaction
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="lock timeout|canceling statement"):
+            get_backend().renew(lock.hold, LEASE)
+        assert time.monotonic() - started < 3
+    finally:
+        stalled.close()
+    lock.release()
+
+
+def test_a_postgres_lock_session_stalled_in_its_transaction_is_cut_off_and_frees_the_name(
+    postgres_backend, monkeypatch
+):
+    """The backend's own session paused while it holds a name's advisory lock loses that session
+    once it has sat idle in the transaction for IDLE_BOUND_MS; another process's acquire goes on."""
+    from kojo.locks import postgres as postgres_locks
+    from kojo.locks.base import BackendUnavailable
+
+    monkeypatch.setattr(postgres_locks, "IDLE_BOUND_MS", 300)
+    name = unique()
+    paused = postgres_locks.PostgresBackend()
+    outcome: list[BaseException] = []
+
+    def pause_mid_transaction(connection):
+        connection.execute(postgres_locks.ACQUIRE_LOCK, [name])
+        time.sleep(1.5)  # the process stops here, as under SIGSTOP
+        connection.execute("SELECT 1")
+
+    def run() -> None:
+        try:
+            paused._run(pause_mid_transaction)
+        except BaseException as error:  # noqa: BLE001 - the outcome is asserted below
+            outcome.append(error)
+
+    pauser = threading.Thread(target=run)
+    pauser.start()
+    time.sleep(0.8)
+    try:
+        with mutex(name, timeout=0.5) as lock:  # another session: waits for no stalled one
+            assert lock.token
+    finally:
+        pauser.join()
+        paused.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], BackendUnavailable), outcome
+
+
 def test_holders_show_owner_process(backend, spawn):
     name = unique()
     helper = spawn("hold", name, limit=2)
@@ -486,6 +581,22 @@ def test_a_missing_fencing_token_sequence_is_refused_by_name():
         cursor.execute(f"DROP SEQUENCE {SEQUENCE}")  # in the test's transaction, rolled back after it
     with pytest.raises(BackendRefused, match="run manage.py migrate"):
         draw()
+
+
+def test_a_draw_in_a_read_only_transaction_is_refused_and_leaves_it_usable():
+    from django.db import connection, transaction
+
+    from kojo.locks.base import BackendRefused
+    from kojo.locks.tokens import draw
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the sequence is PostgreSQL's")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION READ ONLY")
+        with pytest.raises(BackendRefused, match="read-only"):
+            draw()
+        cursor.execute("SELECT 1")  # the caller's transaction goes on
+        assert cursor.fetchone() == (1,)
 
 
 def test_unknown_backend_is_a_configuration_error(settings):

@@ -3,7 +3,8 @@
 -- KEYS[2] owners: hash token -> "<since ms> <limit> <owner JSON>"
 -- KEYS[3] the last token handed out for this name
 -- Returns {1, token, now, lease end}; when every slot is taken, {0, now, {token, owner, ...}}; when
--- the token offered in ARGV[4] is not above the last one, {2, last token}.
+-- the token offered in ARGV[4] is not above the last one, {2, last token}; when ARGV[4] is '?' (a
+-- probe: is a slot free?) and one is, {3}, taking nothing.
 local limit = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -18,6 +19,9 @@ end
 
 if redis.call('ZCARD', KEYS[1]) >= limit then
   return {0, now, redis.call('HGETALL', KEYS[2])}
+end
+if ARGV[4] == '?' then
+  return {3}
 end
 
 -- ARGV[4], when given, is a fresh value of a durable sequence (kojo.locks.tokens) drawn for this
