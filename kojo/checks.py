@@ -3,8 +3,11 @@ form and the registrar use."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+
 from django.conf import settings as django_settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connections
 from django.utils.connection import ConnectionDoesNotExist
@@ -52,11 +55,45 @@ def check_registered_job_types(app_configs=None, **kwargs):
     return errors
 
 
+# The stored fields of a job type that have validators (kojo.validators).
+CHECKED_FIELDS = (
+    "cron_expression",
+    "schedule_limit",
+    "schedule_limit_allowance",
+    "auto_delete_interval_duration",
+    "timeout",
+    "max_attempts",
+    "retry_interval",
+    "retry_on",
+    "readiness",
+)
+
+
+def stored_type_errors(row) -> list[ValidationError]:
+    """What is wrong with a stored job type (edited by hand, or naming code that is gone): the same
+    validators as the admin form and the registrar."""
+    from kojo.registry import registry
+
+    fields = {name: getattr(row, name) for name in CHECKED_FIELDS}
+    return registry.validate(row.type_code, row.worker, fields)
+
+
+def stored_type_problems(using: str | None = None) -> dict[str, list[str]]:
+    """The problems of every stored job type that has any, in words, by type code (for the server's
+    start-up log and the admin list)."""
+    from kojo.models import JobType
+
+    problems = {}
+    for row in JobType.objects.using(using or settings.DATABASE).order_by("type_code"):
+        if found := [message for error in stored_type_errors(row) for message in error.messages]:
+            problems[row.type_code] = found
+    return problems
+
+
 @register(Tags.database)
 def check_job_type_rows(app_configs=None, databases=None, **kwargs):
     """Job types stored in the database, e.g. edited by hand: `manage.py check --database default`."""
     from kojo.models import JobType
-    from kojo.registry import registry
 
     errors = []
     for alias in databases or []:
@@ -65,21 +102,7 @@ def check_job_type_rows(app_configs=None, databases=None, **kwargs):
         except DatabaseError:
             continue  # Not migrated yet: nothing stored to check.
         for row in rows:
-            fields = {
-                name: getattr(row, name)
-                for name in (
-                    "cron_expression",
-                    "schedule_limit",
-                    "schedule_limit_allowance",
-                    "auto_delete_interval_duration",
-                    "timeout",
-                    "max_attempts",
-                    "retry_interval",
-                    "retry_on",
-                    "readiness",
-                )
-            }
-            errors += _as_checks(registry.validate(row.type_code, row.worker, fields), row.type_code, row)
+            errors += _as_checks(stored_type_errors(row), row.type_code, row)
     return errors
 
 
@@ -91,9 +114,119 @@ def vendor() -> str | None:
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a KOJO_* setting may hold: a kind ("number", "whole" number, "text"), and bounds."""
+
+    kind: str
+    least: float | None = None
+    most: float | None = None
+    above_zero: bool = False
+
+
+# Every setting of kojo.conf.Settings; None for those a check of their own judges whole (choices,
+# relations between them), in words of their own.
+SETTING_RULES: dict[str, Rule | None] = {
+    "LOCK_BACKEND": None,  # kojo.E006
+    "REDIS_CACHE": Rule("text"),
+    "LOCK_DIR": Rule("text"),
+    "LOCK_LEASE": Rule("number", above_zero=True, most=86400),
+    "DATABASE": Rule("text"),
+    "KEY_PREFIX": Rule("text"),
+    "HEARTBEAT_INTERVAL": None,  # kojo.E014
+    "HEARTBEAT_TIMEOUT": None,  # kojo.E014
+    "POLL_INTERVAL": Rule("number", above_zero=True, most=3600),
+    "MODE": None,  # kojo.E008
+    "CONCURRENCY": Rule("whole", least=1, most=10_000),
+    "MIN_WORKERS": Rule("whole", least=0, most=10_000),
+    "PREFETCH": None,  # kojo.E013
+    "PREFETCH_WINDOW": None,  # kojo.E013
+    "MAX_JOBS_PER_WORKER": Rule("whole", least=0),
+    "MAX_WORKER_MEMORY_MB": Rule("number", least=0),  # 0 = no limit
+    "GRACEFUL_TIMEOUT": Rule("number", least=0),
+    "KILL_GRACE": Rule("number", above_zero=True, most=3600),
+    "HOUSEKEEPING_INTERVAL": Rule("number", above_zero=True, most=3600),
+    "PROGRESS_MIN_INTERVAL": Rule("number", least=0),
+    "PARAMS_MAX_BYTES": Rule("whole", least=1),
+    "PRUNE_BATCH_SIZE": Rule("whole", least=1, most=100_000),
+    "STATUS_DIR": Rule("text"),
+    "METRICS_TOKEN": Rule("text"),
+}
+KIND_WORDS = {"number": "a number", "whole": "a whole number", "text": "a string"}
+
+
+def _fits(value, rule: Rule) -> bool:
+    if rule.kind == "text":
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, int if rule.kind == "whole" else (int, float)):
+        return False
+    if value != value:  # NaN
+        return False
+    if rule.above_zero and value <= 0:
+        return False
+    if rule.least is not None and value < rule.least:
+        return False
+    return rule.most is None or value <= rule.most
+
+
+def _expected(rule: Rule) -> str:
+    words = KIND_WORDS[rule.kind]
+    if rule.above_zero:
+        words += " above 0"
+    elif rule.least is not None:
+        words += f" from {rule.least:g}"
+    if rule.most is not None:
+        words += f" up to {rule.most:g}"
+    return words
+
+
+def check_setting_kinds() -> list[CheckMessage]:
+    """Each KOJO_* setting of the right kind and range (kojo.E019), and no KOJO_* name kojo does not
+    know (kojo.W003: a misspelt setting is otherwise silently ignored)."""
+    from kojo.conf import Settings
+
+    found: list[CheckMessage] = []
+    for name, rule in SETTING_RULES.items():
+        value = getattr(settings, name)
+        if rule is not None and not _fits(value, rule):
+            found.append(
+                Error(
+                    f"KOJO_{name} is {value!r}; use {_expected(rule)}.",
+                    hint=f"The default is {getattr(Settings, name)!r} (see kojo/conf.py).",
+                    id="kojo.E019",
+                )
+            )
+    concurrency, least = settings.CONCURRENCY, settings.MIN_WORKERS
+    if not found and least > concurrency:
+        found.append(
+            Error(
+                f"KOJO_MIN_WORKERS ({least}) is above KOJO_CONCURRENCY ({concurrency}).",
+                hint="Keep MIN_WORKERS at most CONCURRENCY: a server never runs more workers than that.",
+                id="kojo.E019",
+            )
+        )
+    if not found and not settings.KEY_PREFIX:
+        found.append(Error("KOJO_KEY_PREFIX is empty; kojo's Redis keys need a prefix.", id="kojo.E019"))
+    for name in dir(django_settings):
+        if name.startswith("KOJO_") and name[5:] not in SETTING_RULES:
+            close = difflib.get_close_matches(name[5:], SETTING_RULES, n=1)
+            found.append(
+                Warning(
+                    f"{name} is not a kojo setting, and is ignored.",
+                    hint=f"Did you mean KOJO_{close[0]}?"
+                    if close
+                    else "The settings are listed in kojo/conf.py.",
+                    id="kojo.W003",
+                )
+            )
+    return found
+
+
 @register()
 def check_settings(app_configs=None, **kwargs):
-    errors = []
+    errors = check_setting_kinds()
+    if any(error.msg.startswith(("KOJO_REDIS_CACHE ", "KOJO_DATABASE ")) for error in errors):
+        return errors  # the checks below look these names up
     backend = settings.LOCK_BACKEND
     if backend not in ("redis", "postgres", "local"):
         errors.append(

@@ -17,6 +17,7 @@ from django.utils.timesince import timeuntil
 
 from kojo import validators
 from kojo.admin.common import BoundedJSONField, WorkerField, plural, report
+from kojo.checks import stored_type_errors
 from kojo.cron import describe_cron, next_ticks
 from kojo.exceptions import KojoError
 from kojo.models import Job, JobType
@@ -64,13 +65,14 @@ class JobTypeAdmin(admin.ModelAdmin):
         "schedule_limit",
         "default_importance",
         "queue",
+        "problems",
     )
     list_filter = ("is_enabled", "can_work_in_parallel", "queue")
     search_fields = ("type_code", "name", "worker")
-    readonly_fields = ("cron_in_words", "next_runs")
+    readonly_fields = ("problems", "cron_in_words", "next_runs")
     actions = ["enable", "disable", "schedule_now"]
     fieldsets = (
-        (None, {"fields": ("type_code", "name", "worker", "is_enabled", "queue")}),
+        (None, {"fields": ("type_code", "name", "worker", "is_enabled", "queue", "problems")}),
         (
             "Scheduling",
             {
@@ -123,6 +125,17 @@ class JobTypeAdmin(admin.ModelAdmin):
             "0" if job_type.is_enabled else "1",
             "Disable" if job_type.is_enabled else "Enable",
         )
+
+    @admin.display(description="problems")
+    def problems(self, job_type: JobType | None) -> str:
+        """What is wrong with the stored type as it stands (a worker path that no longer imports, a
+        value edited outside the admin), as the server logs it at start."""
+        if job_type is None or job_type.pk is None:
+            return "-"
+        found = [message for error in stored_type_errors(job_type) for message in error.messages]
+        if not found:
+            return "-"
+        return format_html('<strong class="kojo-broken">broken:</strong> {}', "; ".join(found))
 
     @admin.display(description="cron (UTC)", ordering="cron_expression")
     def cron(self, job_type: JobType) -> str:

@@ -34,7 +34,7 @@ from django.db.models import Case, F, Value, When
 
 import kojo
 from kojo import messaging
-from kojo.checks import unapplied_migrations
+from kojo.checks import stored_type_problems, unapplied_migrations
 from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
 from kojo.conf import settings
 from kojo.models import Job, Server
@@ -85,6 +85,13 @@ class Child:
     kill_reason: str = ""
     term_sent_at: float | None = None
     pid_recorded: bool = False
+
+
+def report_broken_types() -> None:
+    """Log each stored job type that is wrong as it stands (a worker path that does not import, a cron
+    expression edited by hand), by type code: ``manage.py check`` sees stored rows only when asked."""
+    for type_code, problems in stored_type_problems().items():
+        logger.error("job type %r is misconfigured: %s", type_code, "; ".join(problems))
 
 
 class Arbiter:
@@ -166,6 +173,7 @@ class Arbiter:
                     )
                     return exitcodes.NOT_MIGRATED
                 registry.sync()
+                report_broken_types()
                 sent = time.monotonic()
                 self.server = register_server(self.mode, self.concurrency, self.queues)
                 self.lease.renewed(sent)
@@ -329,6 +337,7 @@ class Arbiter:
         """SIGHUP: sync job types registered in code and replace pooled workers with fresh ones."""
         logger.info("server[%s]: reloading", self.pid)
         self.guarded(registry.sync)
+        self.guarded(report_broken_types)
         for child in self.children.values():
             if child.kind == "worker":
                 self.signal_child(child, signal.SIGUSR2)
@@ -490,19 +499,21 @@ class Arbiter:
 
     def record_one(self, report: ReportedSuccess) -> None:
         try:
-            complete_reported([report])
+            with bounded():
+                complete_reported([report])
         except (DataError, IntegrityError) as error:
             logger.error("job %s: its result could not be stored: %s", report.job_id, error)
-            transition(
-                report.job_id,
-                JobState.COMPLETE_FAILED,
-                expect=[JobState.WORKING],
-                outcome=Outcome.FAILED,
-                reason=f"the result could not be stored: {str(error).strip()}",
-                actor=report.actor,
-                strict=False,
-                where={"fence": report.fence},
-            )
+            with bounded():
+                transition(
+                    report.job_id,
+                    JobState.COMPLETE_FAILED,
+                    expect=[JobState.WORKING],
+                    outcome=Outcome.FAILED,
+                    reason=f"the result could not be stored: {str(error).strip()}",
+                    actor=report.actor,
+                    strict=False,
+                    where={"fence": report.fence},
+                )
 
     def kill_stuck_children(self) -> None:
         now = time.monotonic()
@@ -564,7 +575,8 @@ class Arbiter:
             return
         self.claims += 1
         token = new_token()
-        jobs = self.unsure.recover(server_id=self.server.pk)
+        with bounded():
+            jobs = self.unsure.recover(server_id=self.server.pk)
         if not jobs:
             try:
                 jobs = claim(
@@ -576,6 +588,7 @@ class Arbiter:
                     oldest_first=self.claims % OLDEST_FIRST_EVERY == 0,
                     finishing=self.reported,
                     token=token,
+                    phase=bounded,
                 )
             except DatabaseError:
                 self.unsure.failed(token)

@@ -372,3 +372,16 @@ def test_job_list_counts_only_up_to_the_cap(admin_client, many_jobs, monkeypatch
     assert "120+ jobs" in page
     filtered = admin_client.get(url, {"job_type__id__exact": many_jobs[0][0].pk}).content.decode()
     assert "100 jobs" in filtered
+
+
+def test_list_and_change_page_mark_a_stored_type_whose_worker_is_gone(admin_client, make_job_type):
+    JobType.objects.create(type_code="gone_worker", name="x", worker="tests.kojo_jobs.renamed_away")
+    fine = make_job_type()
+    page = admin_client.get(reverse("admin:kojo_jobtype_changelist")).content.decode()
+    assert page.count('class="kojo-broken"') == 1
+    assert "tests.kojo_jobs.renamed_away" in page
+    broken = JobType.objects.get(type_code="gone_worker")
+    change = admin_client.get(reverse("admin:kojo_jobtype_change", args=[broken.pk])).content.decode()
+    assert 'class="kojo-broken"' in change
+    change = admin_client.get(reverse("admin:kojo_jobtype_change", args=[fine.pk])).content.decode()
+    assert 'class="kojo-broken"' not in change

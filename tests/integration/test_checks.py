@@ -99,3 +99,73 @@ def test_every_kojo_model_must_be_routed_to_kojo_database(settings):
     settings.DATABASE_ROUTERS = [JobOnlyRouter()]
     messages = [message for message in checks.run_checks() if message.id == "kojo.E018"]
     assert len(messages) == 1 and "routers send kojo's models to default, jobs" in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("CONCURRENCY", "abc"),
+        ("CONCURRENCY", 0),
+        ("CONCURRENCY", 2.0),
+        ("CONCURRENCY", True),
+        ("POLL_INTERVAL", "1s"),
+        ("POLL_INTERVAL", 0),
+        ("POLL_INTERVAL", float("nan")),
+        ("LOCK_LEASE", -1),
+        ("MIN_WORKERS", -1),
+        ("MAX_JOBS_PER_WORKER", "100"),
+        ("MAX_WORKER_MEMORY_MB", -5),
+        ("GRACEFUL_TIMEOUT", None),
+        ("KILL_GRACE", 0),
+        ("HOUSEKEEPING_INTERVAL", "1"),
+        ("PROGRESS_MIN_INTERVAL", -0.5),
+        ("PARAMS_MAX_BYTES", 0),
+        ("PRUNE_BATCH_SIZE", 10**9),
+        ("KEY_PREFIX", 7),
+        ("LOCK_DIR", None),
+        ("STATUS_DIR", 3),
+        ("METRICS_TOKEN", None),
+        ("REDIS_CACHE", ["default"]),
+        ("DATABASE", None),
+    ],
+)
+def test_every_setting_is_checked_for_its_kind_and_range(settings, name, value):
+    setattr(settings, f"KOJO_{name}", value)
+    messages = [message for message in checks.run_checks() if message.id == "kojo.E019"]
+    assert len(messages) == 1, [message.msg for message in messages]
+    assert messages[0].msg.startswith(f"KOJO_{name} is {value!r}; use ")
+    assert "The default is" in messages[0].hint
+
+
+def test_every_setting_has_a_rule():
+    from kojo.checks import SETTING_RULES
+    from kojo.conf import Settings
+
+    assert sorted(SETTING_RULES) == sorted(name for name in vars(Settings) if name.isupper())
+
+
+def test_min_workers_may_not_exceed_concurrency(settings):
+    settings.KOJO_CONCURRENCY, settings.KOJO_MIN_WORKERS = 2, 3
+    messages = [message for message in checks.run_checks() if message.id == "kojo.E019"]
+    assert [message.msg for message in messages] == ["KOJO_MIN_WORKERS (3) is above KOJO_CONCURRENCY (2)."]
+
+
+def test_an_empty_key_prefix_is_refused(settings):
+    settings.KOJO_KEY_PREFIX = ""
+    assert ids(checks.run_checks()) == ["kojo.E019"]
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant(settings):
+    settings.KOJO_CONCURENCY = 8
+    messages = [message for message in checks.run_checks() if message.id == "kojo.W003"]
+    assert [message.msg for message in messages] == ["KOJO_CONCURENCY is not a kojo setting, and is ignored."]
+    assert messages[0].hint == "Did you mean KOJO_CONCURRENCY?"
+
+
+def test_the_server_refuses_to_start_with_a_setting_of_the_wrong_kind(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.KOJO_CONCURRENCY = "abc"
+    with pytest.raises(SystemCheckError, match="kojo.E019"):
+        call_command("kojo_server", skip_checks=False)

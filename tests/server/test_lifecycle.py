@@ -280,3 +280,20 @@ def test_a_project_logging_at_its_root_gets_kojo_lines_there_once(start_server):
     lines = server.output().splitlines()
     assert sum("started on" in line for line in lines) == 1, lines
     assert sum(line.endswith("stopped") for line in lines) == 1, lines
+
+
+def test_the_server_names_each_broken_stored_type_at_start(start_server, make_job_type):
+    from kojo.models import JobType
+
+    JobType.objects.create(type_code="gone_worker", name="x", worker="tests.kojo_jobs.renamed_away")
+    JobType.objects.create(
+        type_code="hand_edited", name="x", worker="tests.kojo_jobs.noop", cron_expression="every tuesday"
+    )
+    kind = make_job_type(worker="tests.kojo_jobs.noop")
+    server = start_server()
+    job = finished(kojo.schedule(kind.type_code))  # the server runs the others as usual
+    assert job.state == JobState.COMPLETE_SUCCESS
+    log = server.output()
+    assert "job type 'gone_worker' is misconfigured: " in log and "tests.kojo_jobs.renamed_away" in log
+    assert "job type 'hand_edited' is misconfigured: 'every tuesday' is not a valid cron expression" in log
+    assert f"job type '{kind.type_code}' is misconfigured" not in log
