@@ -46,6 +46,7 @@ from django.utils import timezone
 from kojo.conf import settings
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
+from kojo.registry import registry
 from kojo.shelving import Shelf
 from kojo.states import JobState
 from kojo.transitions import (
@@ -102,7 +103,8 @@ def claim(
     time, so that locks one takes are never held into the next.
     """
     using = using or settings.DATABASE
-    if slots <= 0:
+    workers = registry.worker_paths()
+    if slots <= 0 or not workers:
         with phase():
             complete_reported(list(finishing), using=using)
         return []
@@ -115,6 +117,7 @@ def claim(
                 pid=pid,
                 queues=tuple(queues or ()),
                 oldest_first=oldest_first,
+                workers=workers,
                 finishing=finishing,
                 token=token,
                 using=using,
@@ -137,9 +140,10 @@ def claim(
         # (kojo.shelving): later passes, and later claims, no longer read them.
         for _ in range(MAX_PASSES):
             if not seen and not admission.full:
-                rows = first_window(using, queues, oldest_first, window_size, due_by)
+                rows = first_window(using, queues, oldest_first, workers, window_size, due_by)
             else:
-                window = candidate_query(using, queues, oldest_first).filter(start_after__lte=due_by)
+                window = candidate_query(using, queues, oldest_first, workers)
+                window = window.filter(start_after__lte=due_by)
                 if seen:
                     window = window.exclude(pk__in=seen)
                 if admission.full:
@@ -202,9 +206,15 @@ class UnsureClaims:
 
 
 @functools.cache
-def candidate_query(using: str, queues: tuple[str, ...], oldest_first: bool) -> QuerySet[Job]:
+def candidate_query(
+    using: str, queues: tuple[str, ...], oldest_first: bool, workers: tuple[str, ...]
+) -> QuerySet[Job]:
     """Waiting jobs of enabled types whose dependencies all succeeded, in claim order, locked as read
-    and skipping rows other servers hold. Built once per process: servers claim many times a second."""
+    and skipping rows other servers hold. Built once per process: servers claim many times a second.
+
+    Only jobs whose worker is one of ``workers``, those registered in this process: during a rolling
+    deploy a job of a type only the new code defines waits for a server running that code, rather
+    than failing on a server that cannot run it."""
     unmet = JobDependency.objects.filter(job=OuterRef("pk")).exclude(
         depends_on__state=JobState.COMPLETE_SUCCESS
     )
@@ -212,6 +222,7 @@ def candidate_query(using: str, queues: tuple[str, ...], oldest_first: bool) -> 
         Job.objects.using(using)
         .select_related("job_type")
         .filter(state=JobState.WAITING, shelved=False, job_type__is_enabled=True)
+        .filter(job_type__worker__in=workers)
         .filter(~Exists(unmet))
     )
     if queues:
@@ -263,6 +274,7 @@ def claim_in_one_statement(
     pid: int | None,
     queues: tuple[str, ...],
     oldest_first: bool,
+    workers: tuple[str, ...],
     finishing: Sequence[ReportedSuccess],
     token: int | None,
     using: str,
@@ -274,11 +286,11 @@ def claim_in_one_statement(
     """
     now = timezone.now()
     fields = working_fields(now, server_id, host, pid, token)
-    candidates, candidate_params = candidate_sql(using, queues, oldest_first, slots)
+    candidates, candidate_params = candidate_sql(using, queues, oldest_first, workers, slots)
     params: list[Any] = []
     finishing_ctes, done = "", "NULL, NULL"
     if finishing:
-        finishing_ctes, params = complete_reported_ctes(list(finishing), now)
+        finishing_ctes, params = complete_reported_ctes(list(finishing))
         finishing_ctes += ","
         done = "(SELECT array_agg(id ORDER BY id) FROM done), "
         done += "(SELECT array_agg(type_code ORDER BY id) FROM done)"
@@ -317,11 +329,13 @@ def claim_in_one_statement(
 
 
 @functools.cache
-def candidate_sql(using: str, queues: tuple[str, ...], oldest_first: bool, slots: int) -> tuple[str, tuple]:
+def candidate_sql(
+    using: str, queues: tuple[str, ...], oldest_first: bool, workers: tuple[str, ...], slots: int
+) -> tuple[str, tuple]:
     """The candidate query as SQL for the one-statement claim: ids of the first ``slots`` due
     candidates, locked, each with whether its type needs admission. Compiled once per process."""
     query = (
-        candidate_query(using, queues, oldest_first)
+        candidate_query(using, queues, oldest_first, workers)
         .filter(start_after__lte=DUE_BY)
         .annotate(needs_admission=ExpressionWrapper(NEEDS_ADMISSION, output_field=BooleanField()))
         .values_list("id", "needs_admission")[:slots]
@@ -359,10 +373,12 @@ def due_by_now(params: Sequence[Any], now: datetime, using: str) -> list[Any]:
 
 
 @functools.cache
-def window_sql(using: str, queues: tuple[str, ...], oldest_first: bool, size: int) -> tuple[str, list[Any]]:
+def window_sql(
+    using: str, queues: tuple[str, ...], oldest_first: bool, workers: tuple[str, ...], size: int
+) -> tuple[str, list[Any]]:
     """The candidate query of a claim's first pass, compiled once per process: it runs on every claim
     that needs admission, and compiling it cost more than running it."""
-    query = candidate_query(using, queues, oldest_first).filter(start_after__lte=DUE_BY)[:size]
+    query = candidate_query(using, queues, oldest_first, workers).filter(start_after__lte=DUE_BY)[:size]
     sql, params, compiler = compile_with_due_by(query, using)
     fields = [*Job._meta.concrete_fields, *JobType._meta.concrete_fields]
     if [column.target for column, _, _ in compiler.select] != fields:
@@ -371,10 +387,15 @@ def window_sql(using: str, queues: tuple[str, ...], oldest_first: bool, size: in
 
 
 def first_window(
-    using: str, queues: tuple[str, ...], oldest_first: bool, size: int, due_by: datetime
+    using: str,
+    queues: tuple[str, ...],
+    oldest_first: bool,
+    workers: tuple[str, ...],
+    size: int,
+    due_by: datetime,
 ) -> list[Job]:
     """The first ``size`` candidates due by ``due_by``, each with its type, as the ORM would read them."""
-    sql, params = window_sql(using, queues, oldest_first, size)
+    sql, params = window_sql(using, queues, oldest_first, workers, size)
     with connections[using].cursor() as cursor:
         cursor.execute(sql, due_by_now(params, due_by, using))
         rows = cursor.fetchall()
@@ -463,7 +484,8 @@ def mark_working(
     for job in jobs:
         for name, value in fields.items():
             setattr(job, name, value)
-        job.attempts, job.singleton, job.fence, job.heartbeat_at = claimed[job.pk]
+        job.attempts, job.singleton, job.fence, job.heartbeat_at, job.started_at = claimed[job.pk]
+        job.state_changed_at = job.started_at
     announce([claimed_change(job) for job in jobs], using=using)
     return jobs
 
@@ -486,7 +508,7 @@ def mark_with_orm(
         pk: rest
         for pk, *rest in Job.objects.using(using)
         .filter(pk__in=ids, state=JobState.WORKING, started_at=fields["started_at"], pid=fields["pid"])
-        .values_list("pk", "attempts", "singleton", "fence", "heartbeat_at")
+        .values_list("pk", "attempts", "singleton", "fence", "heartbeat_at", "started_at")
     }
     JobStateChange.objects.using(using).bulk_create(
         JobStateChange(
@@ -504,32 +526,38 @@ def mark_with_orm(
 
 
 # The same UPDATE and changelog INSERT as common table expressions, for PostgreSQL: ``{chosen}`` is an
-# array of the job ids to take. ``claimed`` returns every column of each job taken.
+# array of the job ids to take. ``claimed`` returns every column of each job taken. The stamp is one
+# time for the whole claim, read once (a materialized CTE) as the statement runs.
 MARK_WORKING_CTES = """
+claim_stamp AS MATERIALIZED (SELECT clock_timestamp() AS claimed_at),
 claimed AS (
     UPDATE kojo_job
-    SET state = %s, state_changed_at = %s, started_at = %s, heartbeat_at = statement_timestamp(),
+    SET state = %s, state_changed_at = claim_stamp.claimed_at, started_at = claim_stamp.claimed_at,
+        heartbeat_at = statement_timestamp(),
         server_id = %s, claim_token = %s, host = %s, pid = %s, progress = NULL, abort_requested_by = '',
         bucket = '', shelved = false, attempts = attempts + 1, fence = fence + 1,
         singleton = job_type_id = ANY(%s::bigint[])
+    FROM claim_stamp
     WHERE id = ANY({chosen}) AND state = %s
     RETURNING {columns}
 ),
 logged AS (
     INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
-    SELECT id, %s, %s, '', 'claimed (attempt ' || attempts || ')', %s, attempts, %s FROM claimed
+    SELECT id, %s, %s, '', 'claimed (attempt ' || attempts || ')', %s, attempts, started_at FROM claimed
 )"""
 
 
 def mark_working_ctes(
     chosen: str, chosen_params: Sequence[Any], singletons: set[int], fields: dict[str, Any], actor: str
 ) -> tuple[str, list[Any]]:
-    """The SQL of MARK_WORKING_CTES taking the jobs ``chosen`` selects, and its parameters."""
-    now, waiting, working = fields["started_at"], JobState.WAITING, JobState.WORKING
-    sql = MARK_WORKING_CTES.format(chosen=chosen, columns=column_names(Job))
-    params = [working, now, now, fields["server_id"], fields["claim_token"], fields["host"], fields["pid"]]
+    """The SQL of MARK_WORKING_CTES taking the jobs ``chosen`` selects, and its parameters. The jobs
+    are stamped by the database's clock once the statement has read them: after their creation
+    committed, whatever the claimer's own clock says."""
+    waiting, working = JobState.WAITING, JobState.WORKING
+    sql = MARK_WORKING_CTES.format(chosen=chosen, columns=column_names(Job, "kojo_job"))
+    params = [working, fields["server_id"], fields["claim_token"], fields["host"], fields["pid"]]
     params.append(sorted(singletons))
-    return sql, [*params, *chosen_params, waiting, waiting, working, actor, now]
+    return sql, [*params, *chosen_params, waiting, waiting, working, actor]
 
 
 def mark_in_one_statement(
@@ -538,7 +566,7 @@ def mark_in_one_statement(
     """PostgreSQL holds the chosen rows locked: every one is taken."""
     ctes, params = mark_working_ctes("%s::bigint[]", [ids], singletons, fields, actor)
     with connections[using].cursor() as cursor:
-        returned = "id, attempts, singleton, fence, heartbeat_at"
+        returned = "id, attempts, singleton, fence, heartbeat_at, started_at"
         cursor.execute(f"WITH {ctes} SELECT {returned} FROM claimed", params)
         return {pk: rest for pk, *rest in cursor.fetchall()}
 

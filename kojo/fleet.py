@@ -67,6 +67,13 @@ class ServerView:
     alive: bool  # heartbeat younger than HEARTBEAT_TIMEOUT
     stopping: bool
     children: list[Child]
+    workers: list[str] | None = None  # the worker paths its code registers; None: a version that does not say
+
+    def can_run(self, worker: str, queue: str) -> bool:
+        """Whether this server claims jobs of a type with ``worker`` on ``queue`` (one of a version
+        that does not list its workers may)."""
+        serves = not self.queues or queue in self.queues
+        return serves and (self.workers is None or worker in self.workers)
 
     @property
     def status(self) -> str:
@@ -108,6 +115,9 @@ class Snapshot:
     finished: dict[str, dict[str, int]]  # type_code -> terminal state -> jobs that reached it in the window
     failures: dict[str, dict[str, int]]  # type_code -> outcome -> failed attempts in the window
     latency: Latency
+    # type_code -> why no live server claims its waiting jobs (no server for its queue, or none whose
+    # code registers its worker: a rolling deploy half done); only types with waiting jobs
+    unserved: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def live_servers(self) -> list[ServerView]:
@@ -148,6 +158,7 @@ class Snapshot:
             "finished_last_window": self.finished,
             "failures_last_window": self.failures,
             "scheduling_latency_seconds": dataclasses.asdict(self.latency),
+            "unserved_types": self.unserved,
         }
 
 
@@ -171,20 +182,40 @@ def snapshot(*, now: datetime | None = None, window: timedelta = WINDOW) -> Snap
     """Read the whole fleet view; a lock backend that cannot be reached is reported, not raised."""
     now = now or timezone.now()
     since = now - window
-    type_codes = dict(JobType.objects.values_list("pk", "type_code"))
+    types = list(JobType.objects.values_list("pk", "type_code", "worker", "queue"))
+    type_codes = {pk: code for pk, code, _, _ in types}
     locks, locks_error = lock_holds()
     start_id = window_start_id(since)
+    fleet, jobs = servers(now), job_counts(type_codes)
     return Snapshot(
         taken_at=now,
         window=window,
-        servers=servers(now),
+        servers=fleet,
         locks=locks,
         locks_error=locks_error,
-        jobs=job_counts(type_codes),
+        jobs=jobs,
         finished=finished_counts(type_codes, since),
         failures=failure_counts(type_codes, since, start_id),
         latency=scheduling_latency(since, start_id),
+        unserved=unserved_types(types, [server for server in fleet if server.alive], jobs),
     )
+
+
+def unserved_types(
+    types: list[tuple[int, str, str, str]], live: list[ServerView], jobs: dict[str, dict[str, int]]
+) -> dict[str, str]:
+    """Types with waiting jobs that no live server claims, and why."""
+    unserved = {}
+    for _, code, worker, queue in types:
+        if not jobs.get(code, {}).get(JobState.WAITING) or any(s.can_run(worker, queue) for s in live):
+            continue
+        if not live:
+            unserved[code] = "no live server"
+        elif not any(not server.queues or queue in server.queues for server in live):
+            unserved[code] = f"no live server serves queue {queue!r}"
+        else:
+            unserved[code] = f"no live server serving queue {queue!r} registers its worker {worker!r}"
+    return unserved
 
 
 def servers(now: datetime) -> list[ServerView]:
@@ -232,6 +263,7 @@ def servers(now: datetime) -> list[ServerView]:
                 alive=age < timeout,
                 stopping=row.stopping,
                 children=sorted(children, key=lambda child: (child.kind, child.pid or 0)),
+                workers=row.workers,
             )
         )
     return views

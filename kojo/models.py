@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from kojo import validators
@@ -191,7 +192,9 @@ class Job(models.Model):
     error = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
     abort_requested_by = models.CharField(max_length=255, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
+    # The database's clock, as the job's start and end are: enqueued <= started <= finished, whatever
+    # the clock of the node that scheduled it says.
+    created_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
@@ -293,6 +296,10 @@ class JobStateChange(models.Model):
     actor = models.CharField(max_length=255, blank=True, default="", help_text="Who made the change.")
     attempt = models.PositiveIntegerField(default=0)
     at = models.DateTimeField(default=timezone.now)
+    # The traceback of the exception that ended this attempt (its tail, at most TRACEBACK_KEPT
+    # characters), so every failed attempt keeps its own; the job row has the latest only. A database
+    # default, so servers of earlier versions still write rows during a rolling deploy.
+    traceback = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         db_table = "kojo_job_state_change"
@@ -318,6 +325,9 @@ class Server(models.Model):
     stopping = models.BooleanField(default=False)
     # What each child runs, refreshed with the heartbeat: [{"pid": ..., "job_id": ..., "type_code": ...}].
     children = models.JSONField(default=list, blank=True)
+    # The worker paths registered in the server's code: it claims only jobs of types naming one of
+    # them. Null for a server of a version before this field, which does not say.
+    workers = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "kojo_server"

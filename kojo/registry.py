@@ -62,6 +62,14 @@ class Registry:
     def __init__(self) -> None:
         self.workers: dict[str, Callable[..., Any]] = {}
         self.job_types: dict[str, Registration] = {}
+        self._paths: tuple[str, ...] | None = None
+
+    def worker_paths(self) -> tuple[str, ...]:
+        """The registered workers' paths, sorted: what this process can run (its claims take only
+        jobs of these, and its server row lists them)."""
+        if self._paths is None or len(self._paths) != len(self.workers):
+            self._paths = tuple(sorted(self.workers))
+        return self._paths
 
     def add_worker(self, obj: Any) -> Any:
         """Register a function, or every public method of a class (run on a fresh instance per job)."""

@@ -189,3 +189,11 @@ def fenced_append(job):
         with open(job.params["log"], "a") as log:
             log.write(f"{job.id} {lock.token}\n")
         time.sleep(job.params.get("seconds", 0))
+
+
+# KOJO_TEST_EXTRA_JOBS=<module>: a test's own job code, written where the server's path finds it (a
+# reload test rewrites it between two SIGHUPs).
+if os.environ.get("KOJO_TEST_EXTRA_JOBS"):
+    import importlib
+
+    importlib.import_module(os.environ["KOJO_TEST_EXTRA_JOBS"])

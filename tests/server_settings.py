@@ -12,10 +12,12 @@ KOJO_CONCURRENCY = 4
 # KOJO_TEST_SET_<NAME>=<value> in a server's environment sets KOJO_<NAME> for that server only.
 for _name, _value in os.environ.items():
     if _name.startswith("KOJO_TEST_SET_"):
-        try:
-            _parsed = float(_value)
-        except ValueError:
-            _parsed = _value
+        for _kind in (int, float, str):
+            try:
+                _parsed = _kind(_value)
+                break
+            except ValueError:
+                continue
         globals()["KOJO_" + _name.removeprefix("KOJO_TEST_SET_")] = _parsed
 
 # KOJO_TEST_PGBOUNCER_PORT: servers reach PostgreSQL through PgBouncer in transaction pooling, set up

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from kojo import control
 from kojo.admin.common import ReadOnlyAdmin, report
 from kojo.exceptions import DependencyFailed, IllegalTransition, WaitingLimitReached
+from kojo.explain import explain
 from kojo.listing import CappedPaginator, search_jobs
 from kojo.models import Job, JobDependency, JobStateChange
+from kojo.states import JobState
 
 
 class JobStateChangeInline(admin.TabularInline):
@@ -82,6 +86,21 @@ class JobAdmin(ReadOnlyAdmin):
     sortable_by = ("id",)
     actions = ["run_now", "cancel", "abort", "retry", "hold", "release"]
     inlines = [JobDependencyInline, JobStateChangeInline]
+    readonly_fields = ("why_not_running",)
+
+    def get_fields(self, request, obj=None):
+        """The explanation first: it is what an operator opens a waiting job's page for."""
+        fields = [name for name in super().get_fields(request, obj) if name != "why_not_running"]
+        return ["why_not_running", *fields] if obj is not None else fields
+
+    @admin.display(description="why not running")
+    def why_not_running(self, job: Job) -> str:
+        """kojo.explain: the claim's rules asked of this job, first blocker first."""
+        explanation = explain(job.pk)
+        if explanation.state != JobState.WAITING and not explanation.notes:
+            return explanation.blockers[0]
+        lines = explanation.blockers or ["nothing keeps it from being claimed"]
+        return format_html_join(mark_safe("<br>"), "{}", ([line] for line in lines + explanation.notes))
 
     def get_search_results(self, request, queryset, search_term):
         return search_jobs(queryset, search_term), False

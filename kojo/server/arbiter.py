@@ -48,6 +48,7 @@ from kojo.server.heartbeat import beat, register_server
 from kojo.server.housekeeper import spawn_housekeeper
 from kojo.server.job_process import spawn_job_process
 from kojo.server.lease import Lease, bounded
+from kojo.server.reload import Probe
 from kojo.server.worker import spawn_worker
 from kojo.states import JobState, Outcome
 from kojo.transitions import ReportedSuccess, complete_reported, transition
@@ -103,6 +104,8 @@ class Arbiter:
         self.children: dict[int, Child] = {}
         self.signal_queue: list[int] = []
         self.stop_requested = 0  # 1 = drain, 2 = stop now
+        self.probe: Probe | None = None  # a reload's check that the code on disk starts
+        self.reexec = False  # after the drain, exec the same command line: a reload
         self.server: Server | None = None
         self.claims = 0
         self.lease = Lease()
@@ -218,6 +221,7 @@ class Arbiter:
             self.keep_lease()
             self.read_reports()
             self.reap_children()
+            self.follow_probe()
             if self.quick_deaths >= BOOT_FAILURES:
                 logger.critical("children keep dying at start-up; stopping the server")
                 return exitcodes.BOOT_ERROR
@@ -334,13 +338,35 @@ class Arbiter:
                 self.reload()
 
     def reload(self) -> None:
-        """SIGHUP: sync job types registered in code and replace pooled workers with fresh ones."""
-        logger.info("server[%s]: reloading", self.pid)
-        self.guarded(registry.sync)
-        self.guarded(report_broken_types)
-        for child in self.children.values():
-            if child.kind == "worker":
-                self.signal_child(child, signal.SIGUSR2)
+        """SIGHUP: probe the code on disk, then drain and run it (kojo.server.reload)."""
+        if self.stop_requested or self.probe is not None:
+            return  # stopping anyway, or a reload is under way
+        logger.info("server[%s]: SIGHUP: checking that the code on disk starts", self.pid)
+        self.probe = Probe()
+
+    def follow_probe(self) -> None:
+        """A finished probe: drain and start again with the new code, or say why not and go on."""
+        probe = self.probe
+        if probe is None:
+            return
+        if probe.overdue():
+            probe.kill()
+        elif probe.status is None:
+            return
+        if probe.succeeded:
+            logger.info(
+                "server[%s]: the code on disk starts; draining, then starting again with it", self.pid
+            )
+            self.stop_requested, self.reexec = max(self.stop_requested, 1), True
+        else:
+            logger.error(
+                "server[%s]: reload refused, the code on disk does not start (%s); still running the "
+                "code it started with",
+                self.pid,
+                probe.failure(),
+            )
+        probe.close()
+        self.probe = None
 
     # --- children ---------------------------------------------------------------------------------
     def reap_children(self) -> None:
@@ -352,6 +378,9 @@ class Arbiter:
                 break
             if pid == 0:
                 break
+            if self.probe is not None and pid == self.probe.pid:
+                self.probe.exited(status)
+                continue
             reaped.append((pid, status))
         if reaped:
             # What the dead wrote before dying is in the pipe ("busy" or "done" lines): read it while
@@ -778,6 +807,10 @@ class Arbiter:
             self.kill_stuck_children()
             self.keep_lease()
             self.show_health()
+        if self.probe is not None:
+            self.probe.kill()
+            self.probe.close()
+            self.probe = None
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())
         self.health.remove()
         logger.info("server[%s] stopped", self.pid)

@@ -21,6 +21,7 @@ from django.db.models import Exists, OuterRef, Q
 from kojo import clock
 from kojo.conf import settings
 from kojo.models import Job, Server
+from kojo.registry import registry
 from kojo.retries import end_attempt
 from kojo.server.lease import bounded
 from kojo.states import JobState, Outcome
@@ -37,6 +38,7 @@ def register_server(mode: str, concurrency: int, queues: list[str]) -> Server:
         mode=mode,
         concurrency=concurrency,
         queues=queues,
+        workers=list(registry.worker_paths()),
         started_at=clock.now(),
         heartbeat_at=clock.now(),
     )

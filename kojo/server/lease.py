@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import mmap
 import os
 import signal
@@ -70,13 +71,18 @@ class Lease:
     def lapsed(self) -> bool:
         return time.monotonic() >= self.until
 
+    def end(self) -> None:
+        """Nothing runs under the lease any more: it never lapses (a watchdog has nothing to stop)."""
+        self.write(math.inf)
+
     def remaining(self) -> float:
         return self.until - time.monotonic()
 
 
-def watch(lease: Lease) -> None:
-    """In a job process or pooled worker: a daemon thread that kills this process group the moment
-    the server's lease lapses. It blocks every signal, which stay the main thread's to handle."""
+def watch(lease: Lease, *, whole_group: bool = True) -> None:
+    """In a job process or pooled worker: a daemon thread that kills this process group (or, for a
+    process that shares its group with others, as kojo_run does with its shell, this process) the
+    moment the server's lease lapses. It blocks every signal, which stay the main thread's to handle."""
 
     def run() -> None:
         period = min(0.25, guard() / 8)
@@ -84,7 +90,9 @@ def watch(lease: Lease) -> None:
             time.sleep(period)
             if lease.lapsed():
                 # No logging first: a stalled log pipe must not delay the kill. The arbiter says why.
-                os.killpg(os.getpgrp(), signal.SIGKILL)
+                if whole_group:
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
 
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:

@@ -337,3 +337,29 @@ def test_dashboard_is_refused_to_users_without_admin_access(client, django_user_
     client.force_login(django_user_model.objects.create_user("visitor", password="x"))
     response = client.get(reverse("admin:kojo_server_dashboard"))
     assert response.status_code == 302  # to the admin login
+
+
+def test_the_fleet_view_names_types_whose_waiting_jobs_no_live_server_can_take(make_job_type):
+    from kojo.registry import registry
+
+    Server.objects.create(host="old", pid=1, queues=["default"], workers=["tests.kojo_jobs.echo"])
+    Server.objects.create(host="mail", pid=2, queues=["mail"], workers=list(registry.worker_paths()))
+    served = make_job_type("served", worker="tests.kojo_jobs.echo")
+    new_code = make_job_type("new_code", worker="tests.kojo_jobs.noop")
+    reports = make_job_type("reports", worker="tests.kojo_jobs.echo", queue="reports")
+    idle = make_job_type("idle_type", worker="tests.kojo_jobs.noop")  # nothing waiting: not listed
+    for kind in (served, new_code, reports):
+        kojo.schedule(kind.type_code)
+    view = fleet.snapshot()
+    assert view.unserved == {
+        "new_code": "no live server serving queue 'default' registers its worker 'tests.kojo_jobs.noop'",
+        "reports": "no live server serves queue 'reports'",
+    }
+    assert idle.type_code not in view.unserved
+    assert view.as_dict()["unserved_types"] == view.unserved
+    out = StringIO()
+    call_command("kojo_status", stdout=out)
+    assert (
+        "  reports: its waiting jobs wait for a server: no live server serves queue 'reports'"
+        in out.getvalue()
+    )

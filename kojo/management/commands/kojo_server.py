@@ -6,7 +6,11 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from kojo.conf import settings
+from kojo.registry import registry
+from kojo.server import exitcodes
 from kojo.server.arbiter import Arbiter
+from kojo.server.reload import reexec
+from kojo.tasks.serving import default_to_kojo
 
 MODES = ("ondemand", "static", "dynamic")
 
@@ -42,11 +46,24 @@ class Command(BaseCommand):
         parser.add_argument(
             "--queue", action="append", dest="queues", default=[], help="serve only this queue (repeatable)"
         )
+        parser.add_argument(
+            "--probe",
+            action="store_true",
+            help="set up, import the job code and run the system checks, then exit: what SIGHUP runs "
+            "before it reloads",
+        )
 
-    def handle(self, *args, mode=None, concurrency=None, queues=(), **options):
+    def handle(self, *args, mode=None, concurrency=None, queues=(), probe=False, **options):
         concurrency = settings.CONCURRENCY if concurrency is None else concurrency
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
+        default_to_kojo()  # before any task module is imported: kojo_server needs no TASKS setting
+        if probe:
+            self.stdout.write(f"kojo_server: the code starts ({len(registry.worker_paths())} workers)")
+            return
         show_kojo_logs()
         arbiter = Arbiter(mode=mode or settings.MODE, concurrency=concurrency, queues=list(queues))
-        sys.exit(arbiter.run())
+        code = arbiter.run()
+        if arbiter.reexec and code == exitcodes.OK:
+            reexec()
+        sys.exit(code)

@@ -174,6 +174,8 @@ def render_jobs(view: Snapshot) -> list[str]:
     for code, states in view.jobs.items():
         counts = " ".join(f"{states.get(state, 0):>9}" for state, _ in STATE_COLUMNS)
         lines.append(f"  {code:{width}} {counts}")
+    for code, why in view.unserved.items():
+        lines.append(f"  {code}: its waiting jobs wait for a server: {why}")
     return lines
 
 
