@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import connections
-from django.db.models import DateTimeField, ExpressionWrapper, Value
+from django.db.models import DateTimeField, ExpressionWrapper, Func, Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -19,6 +19,15 @@ from kojo.conf import settings
 def now() -> Now:
     """The database's current time, as an expression to write or compare in a statement."""
     return Now()
+
+
+class Ticking(Func):
+    """PostgreSQL's ``clock_timestamp()``: the time as the statement gets there, not as its
+    transaction began (``now()``), so that a row it read is already older. What ends a run is
+    stamped with it: a job's times then follow one clock in order, enqueued <= started <= finished."""
+
+    template = "CLOCK_TIMESTAMP()"
+    output_field = DateTimeField()
 
 
 def seconds_ago(seconds: float) -> ExpressionWrapper:

@@ -22,7 +22,7 @@ from django.db import connections, transaction
 from django.db.models import Case, JSONField, Q, Value, When
 from django.utils import timezone
 
-from kojo import messaging
+from kojo import clock, messaging
 from kojo.conf import settings
 from kojo.durations import parse_duration
 from kojo.exceptions import IllegalTransition
@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 def default_actor() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# Characters of an attempt's traceback its changelog row keeps (the end, where the error is).
+TRACEBACK_KEPT = 16_000
 
 
 def transition(
@@ -65,14 +69,17 @@ def transition(
     allowed = frozenset(JobState(state) for state in expect) if expect is not None else sources(to)
     allowed &= sources(to)
     conditions = Q(pk=job_id, **(where or {})) & (when or Q())
+    # On PostgreSQL the change is stamped by the database's clock, read as the row is locked: after
+    # whatever changed the row before (its claim), whichever node's clock is off.
+    columns = ["state", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration"]
+    if connections[using].vendor == "postgresql":
+        columns.append(clock.Ticking())
     with transaction.atomic(using=using):
         row = (
             Job.objects.using(using)
             .select_for_update(of=("self",), skip_locked=skip_locked)
             .filter(conditions)
-            .values_list(
-                "state", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration"
-            )
+            .values_list(*columns)
             .first()
         )
         current = row[0] if row else None
@@ -80,8 +87,8 @@ def transition(
             if strict:
                 raise IllegalTransition(job_id, current, to)
             return False
-        _, attempts, type_code, retention = row
-        now = timezone.now()
+        _, attempts, type_code, retention = row[:4]
+        now = row[4] if len(row) > 4 else timezone.now()
         # Whatever the change, the job leaves its bucket's shelf (kojo.shelving).
         updates: dict[str, Any] = {"state": to, "state_changed_at": now, "shelved": False, "bucket": ""}
         updates.update(fields)
@@ -110,6 +117,7 @@ def transition(
             actor=actor,
             attempt=updates.get("attempts", attempts),
             at=now,
+            traceback=fields.get("traceback", ""),
             using=using,
         )
         if to in (JobState.COMPLETE_FAILED, JobState.CANCELED):
@@ -135,15 +143,14 @@ def complete_reported(reports: list[ReportedSuccess], *, using: str | None = Non
     using = using or settings.DATABASE
     if not reports:
         return 0
-    now = timezone.now()
     if connections[using].vendor == "postgresql":
         # One statement is atomic on its own: no BEGIN and COMMIT round trips around it.
-        current = complete_reported_in_one_statement(reports, now, using=using)
+        current = complete_reported_in_one_statement(reports, using=using)
     else:
         # No savepoint when called inside the claim's transaction: one more round trip for nothing.
         with transaction.atomic(using=using, savepoint=False):
             by_id = {report.job_id: report for report in reports}
-            current = complete_reported_with_orm(by_id, now, using=using)
+            current = complete_reported_with_orm(by_id, timezone.now(), using=using)
     announce([succeeded(pk, type_code) for pk, type_code in current], using=using)
     return len(current)
 
@@ -197,42 +204,45 @@ def complete_reported_with_orm(
 # statement (the claim's, or their own): PostgreSQL reads the type's ISO 8601 retention as an interval.
 # ``done`` holds what changed.
 COMPLETE_REPORTED_CTES = """
+done_stamp AS MATERIALIZED (SELECT clock_timestamp() AS at),
 reported AS (
     SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::jsonb[], %s::text[])
         AS r(id, fence, result, actor)
 ),
 done AS (
     UPDATE kojo_job AS job
-    SET state = %s, state_changed_at = %s, finished_at = %s, progress = 100, result = reported.result,
-        delete_after = %s + replace(upper(trim(job_type.auto_delete_interval_duration)), ',', '.')::interval
-    FROM reported, kojo_job_type AS job_type
+    SET state = %s, state_changed_at = done_stamp.at, finished_at = done_stamp.at, progress = 100,
+        result = reported.result, delete_after = done_stamp.at
+            + replace(upper(trim(job_type.auto_delete_interval_duration)), ',', '.')::interval
+    FROM reported, kojo_job_type AS job_type, done_stamp
     WHERE job.id = reported.id AND job.fence = reported.fence AND job.state = %s
       AND job_type.id = job.job_type_id
-    RETURNING job.id, job.attempts, job_type.type_code, reported.actor
+    RETURNING job.id, job.attempts, job_type.type_code, reported.actor, done_stamp.at
 ),
 done_logged AS (
     INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
-    SELECT id, %s, %s, %s, 'completed', actor, attempts, %s FROM done
+    SELECT id, %s, %s, %s, 'completed', actor, attempts, at FROM done
 )"""
 
 
-def complete_reported_ctes(reports: list[ReportedSuccess], now: datetime) -> tuple[str, list[Any]]:
-    """The SQL of COMPLETE_REPORTED_CTES (the same text for any number of reports) and its parameters."""
+def complete_reported_ctes(reports: list[ReportedSuccess]) -> tuple[str, list[Any]]:
+    """The SQL of COMPLETE_REPORTED_CTES (the same text for any number of reports) and its parameters;
+    the successes are stamped by the database's clock as the statement reaches them."""
     params: list[Any] = [
         [report.job_id for report in reports],
         [report.fence for report in reports],
         [None if report.result is None else json.dumps(report.result) for report in reports],
         [report.actor for report in reports],
     ]
-    params += [JobState.COMPLETE_SUCCESS, now, now, now, JobState.WORKING]
-    params += [JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED, now]
+    params += [JobState.COMPLETE_SUCCESS, JobState.WORKING]
+    params += [JobState.WORKING, JobState.COMPLETE_SUCCESS, Outcome.SUCCEEDED]
     return COMPLETE_REPORTED_CTES, params
 
 
 def complete_reported_in_one_statement(
-    reports: list[ReportedSuccess], now: datetime, *, using: str
+    reports: list[ReportedSuccess], *, using: str
 ) -> list[tuple[int, str]]:
-    ctes, params = complete_reported_ctes(reports, now)
+    ctes, params = complete_reported_ctes(reports)
     with connections[using].cursor() as cursor:
         cursor.execute(f"WITH {ctes} SELECT id, type_code FROM done", params)
         return [(pk, type_code) for pk, type_code in cursor.fetchall()]
@@ -332,6 +342,7 @@ def record(
     actor: str = "",
     attempt: int = 0,
     at: datetime | None = None,
+    traceback: str = "",
     using: str | None = None,
 ) -> None:
     """Append a changelog row and announce the change once the transaction commits."""
@@ -345,6 +356,7 @@ def record(
         actor=actor or default_actor(),
         attempt=attempt,
         at=at or timezone.now(),
+        traceback=traceback[-TRACEBACK_KEPT:],
     )
     announce([change(job_id, type_code, from_state, to_state, outcome, reason)], using=using)
 

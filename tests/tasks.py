@@ -22,6 +22,16 @@ def fail(message):
 
 
 @task
+def exits(code):
+    raise SystemExit(code)
+
+
+@task
+def interrupted():
+    raise KeyboardInterrupt("stop right there")
+
+
+@task
 async def async_add(a, b):
     await asyncio.sleep(0.01)
     return a + b
@@ -52,3 +62,12 @@ flaky = KojoTask(func=flaky, takes_context=True, max_attempts=2, retry_interval=
 
 def not_a_task(a, b):
     return a + b
+
+
+def always_fails(context):
+    raise ValueError(f"attempt {context.attempt} fails")
+
+
+always_fails = KojoTask(
+    func=always_fails, takes_context=True, max_attempts=3, retry_interval="PT0S", retry_jitter=False
+)

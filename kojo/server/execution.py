@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -35,12 +36,17 @@ def run_job(
     actor: str,
     report_success: Callable[[Any], bool] | None = None,
     unblock: frozenset[int] = frozenset(),
+    interruptible: bool = False,
 ) -> JobContext:
     """Run ``job`` in this process and record its ending.
 
     ``report_success`` takes a plain success (the worker returned, asking for nothing) to be recorded
     by the server with others in one statement: a fork-per-job process or a pooled worker sends it over
     the server's pipe. It returns False when it cannot, and the ending is written here and now.
+
+    ``SystemExit`` and ``KeyboardInterrupt`` raised by the job's code are its exceptions like any
+    other (recorded with their class and traceback; the process goes on), unless ``interruptible``:
+    in the foreground (kojo_run) a ^C is the operator's, and propagates.
     """
     context = JobContext(job, actor=actor)
 
@@ -54,8 +60,13 @@ def run_job(
         try:
             work = registry.resolve(job.job_type.worker)
             result = work(context)
-        except Exception as error:
-            record_exception(context, job, error, actor=actor)
+        except KeyboardInterrupt:
+            if interruptible:
+                raise
+            record_exception(context, job, actor=actor)
+            return context
+        except (Exception, SystemExit):
+            record_exception(context, job, actor=actor)
             return context
         if context.ended is not None:
             return context
@@ -84,7 +95,9 @@ def run_job(
     return context
 
 
-def record_exception(context: JobContext, job: Job, error: Exception, *, actor: str) -> None:
+def record_exception(context: JobContext, job: Job, *, actor: str) -> None:
+    """The exception being handled, as the attempt's ending."""
+    error = sys.exc_info()[1]
     detail = traceback.format_exc()
     if context.ended is not None:
         logger.error("job %s raised after it ended: %s", job.pk, error, exc_info=True)

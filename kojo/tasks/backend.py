@@ -12,18 +12,21 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.apps import apps
+from django.core import checks
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from kojo import validators
 from kojo.conf import settings
-from kojo.models import Backoff, Job, JobStateChange, JobType
-from kojo.scheduling import schedule
 from kojo.tasks import compat
-from kojo.tasks.results import bind_task, load_task, task_result
 from kojo.tasks.worker import RUN_TASK
+
+# kojo's models are imported where they are used: a project that names this backend in TASKS but
+# forgot "kojo" in INSTALLED_APPS gets check kojo.E020, not a RuntimeError at the backend's import.
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,13 @@ class KojoTask(compat.Task):
     """A Task that may name its kojo job type and give that type's defaults, e.g.
     ``@task(max_attempts=3, timeout="PT30S")``. The options apply when the type row is created; after
     that the row is the operators', as for types registered in code."""
+
+    # Defaults for what Django 6.0's Task requires (6.1 and the backport have them): the documented
+    # ``KojoTask(func=f, max_attempts=3)`` works on every supported line.
+    priority: int = compat.DEFAULT_TASK_PRIORITY
+    backend: str = compat.DEFAULT_TASK_BACKEND_ALIAS
+    queue_name: str = compat.DEFAULT_TASK_QUEUE_NAME
+    run_after: datetime | None = None
 
     job_type: str | None = None
     max_attempts: int | None = None
@@ -95,7 +105,21 @@ class KojoBackend(compat.BaseTaskBackend):
     supports_get_result = True
     supports_priority = True
 
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        found = list(super().check(**kwargs))
+        if not apps.is_installed("kojo"):
+            found.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] is kojo.tasks.KojoBackend, but 'kojo' is not in INSTALLED_APPS.",
+                    hint="Add 'kojo' to INSTALLED_APPS, then run manage.py migrate.",
+                    id="kojo.E020",
+                )
+            )
+        return found
+
     def validate_task(self, task: Any) -> None:
+        from kojo.models import Backoff
+
         super().validate_task(task)
         if not isinstance(task, KojoTask):
             return
@@ -116,6 +140,10 @@ class KojoBackend(compat.BaseTaskBackend):
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         """Write the job on the caller's connection, inside its transaction, and announce it."""
+        from kojo.models import JobType
+        from kojo.scheduling import schedule
+        from kojo.tasks.results import load_task, task_result
+
         self.validate_task(task)
         try:
             module_level = load_task(task.module_path)
@@ -144,10 +172,18 @@ class KojoBackend(compat.BaseTaskBackend):
                 raise compat.InvalidTask(f"job type {code!r} runs {job_type.worker}, not Django tasks")
             job = schedule(code, params, at=task.run_after, importance=int(task.priority))
         result = task_result(job, task, changes=[])
-        compat.task_enqueued.send(type(self), task_result=result)
+        # Once the caller's transaction commits, as the job's own wake-up message is: a receiver
+        # must never hear of a task whose job then rolls back.
+        sender = type(self)
+        transaction.on_commit(
+            lambda: compat.task_enqueued.send(sender, task_result=result), using=settings.DATABASE
+        )
         return result
 
     def get_result(self, result_id: str) -> Any:
+        from kojo.models import Job, JobStateChange
+        from kojo.tasks.results import bind_task, load_task, task_result
+
         text = str(result_id)
         job = None
         if text.isascii() and text.isdigit():

@@ -99,7 +99,8 @@ def bind_task(task: Any, params: dict[str, Any], *, strict: bool = True) -> Any:
 
 
 def task_errors(job: Job, changes: Iterable[JobStateChange]) -> list[Any]:
-    """One TaskError per failed attempt; only the latest exception's traceback is kept by kojo."""
+    """One TaskError per failed attempt, each with its own traceback (kept on its changelog row; rows
+    written before kojo kept them there have the latest one on the job, and the reason for the rest)."""
     failed = [change for change in changes if change.outcome in FAILED_ATTEMPT]
     errors = []
     for n, change in enumerate(failed, 1):
@@ -109,17 +110,27 @@ def task_errors(job: Job, changes: Iterable[JobStateChange]) -> list[Any]:
         else:
             path = class_path(FAILED_ATTEMPT[Outcome(change.outcome)])
         latest = n == len(failed) and job.traceback and change.outcome == Outcome.PANICKED
-        errors.append(
-            compat.TaskError(exception_class_path=path, traceback=job.traceback if latest else change.reason)
-        )
+        text = change.traceback or (job.traceback if latest else change.reason)
+        errors.append(compat.TaskError(exception_class_path=path, traceback=text))
     return errors
+
+
+def attempt_claims(changes: Iterable[JobStateChange]) -> list[JobStateChange]:
+    """The claim that ran each attempt. A claim handed back unstarted (a draining server, a pooled
+    worker's job claimed ahead) gave its attempt back, and the next claim carries the same number:
+    one worker id per kojo attempt, so ``TaskResult.attempts`` is the job's ``attempts``."""
+    by_attempt: dict[int, JobStateChange] = {}
+    for change in changes:
+        if change.to_state == JobState.WORKING:
+            by_attempt[change.attempt] = change  # the last claim of the number; its first place kept
+    return list(by_attempt.values())
 
 
 def task_result(job: Job, task: Any, changes: list[JobStateChange] | None = None) -> Any:
     """The Django TaskResult of a job that runs a task."""
     if changes is None:
         changes = list(JobStateChange.objects.filter(job_id=job.pk).order_by("id"))
-    claims = [change for change in changes if change.to_state == JobState.WORKING]
+    claims = attempt_claims(changes)
     status = STATUS[JobState(job.state)]
     result = compat.TaskResult(
         task=task,

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
 from kojo.registry import worker
-from kojo.runtime import JobContext
+
+if TYPE_CHECKING:
+    from kojo.runtime import JobContext
 
 RUN_TASK = "kojo.tasks.worker.run_task"
 
@@ -41,7 +43,7 @@ def run_task(job: JobContext) -> None:
     try:
         value = compat.normalize_json(task.call(*args, **params.get("kwargs", {})))
         job.complete_success(value)
-    except Exception as error:
+    except (Exception, SystemExit, KeyboardInterrupt) as error:  # each is the task's own failure
         failed = dataclasses.replace(
             started,
             status=compat.TaskResultStatus.FAILED,

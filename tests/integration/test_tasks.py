@@ -50,7 +50,7 @@ def test_enqueue_writes_a_job_that_get_result_reads_back():
         _ = again.return_value
 
 
-def test_enqueue_sends_task_enqueued():
+def test_enqueue_sends_task_enqueued_once_its_transaction_commits(django_capture_on_commit_callbacks):
     received = []
 
     def receiver(sender, task_result, **kwargs):
@@ -58,10 +58,17 @@ def test_enqueue_sends_task_enqueued():
 
     compat.task_enqueued.connect(receiver)
     try:
-        result = tasks.add.enqueue(1, 2)
+        with django_capture_on_commit_callbacks(execute=True):
+            result = tasks.add.enqueue(1, 2)
+            assert received == []  # not before the job exists for everyone else
+        assert received == [(KojoBackend, result.id, compat.TaskResultStatus.READY)]
+        with pytest.raises(RuntimeError), django_capture_on_commit_callbacks(execute=True) as callbacks:
+            with transaction.atomic():
+                tasks.add.enqueue(3, 4)
+                raise RuntimeError("roll back")
+        assert callbacks == [] and len(received) == 1  # a rolled back enqueue is never announced
     finally:
         compat.task_enqueued.disconnect(receiver)
-    assert received == [(KojoBackend, result.id, compat.TaskResultStatus.READY)]
 
 
 def test_a_rolled_back_enqueue_leaves_nothing():
@@ -154,3 +161,44 @@ def test_async_enqueue_and_get_result():
     result = async_to_sync(tasks.async_add.aenqueue)(1, 2)
     again = async_to_sync(tasks.async_add.aget_result)(result.id)
     assert again.status == compat.TaskResultStatus.READY and again.args == [1, 2]
+
+
+def test_a_project_without_kojo_installed_gets_a_check_error_not_a_crash():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.no_kojo_settings", "PYTHONPATH": str(root)}
+    checked = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 1
+    assert "(kojo.E020) TASKS['default'] is kojo.tasks.KojoBackend, but 'kojo' is not in INSTALLED_APPS." in (
+        checked.stderr
+    )
+    assert "RuntimeError" not in checked.stderr
+
+
+def test_a_claim_given_back_unstarted_counts_no_attempt():
+    """A draining server, or a pooled worker's job claimed ahead, hands a claim back with its attempt:
+    the task's attempts (and its context's attempt) are kojo's, one worker id per attempt."""
+    from kojo.claims import claim
+    from kojo.retries import requeue_interrupted
+    from kojo.tasks.results import task_result
+
+    result = tasks.with_context.enqueue(1)
+    (first,) = claim(1, host="node-a", pid=1)
+    assert requeue_interrupted(first, "not started: handed back", actor="node-a:1")
+    (second,) = claim(1, host="node-b", pid=2)
+    job = Job.objects.get(pk=int(result.id))
+    assert job.attempts == 1
+    read = task_result(job, tasks.with_context)
+    assert read.attempts == 1 and read.worker_ids == ["node-b:2"]
+    assert read.started_at == second.started_at

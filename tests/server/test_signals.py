@@ -122,3 +122,15 @@ def test_sigkill_of_a_pooled_worker_retries_its_job(start_server, make_job_type)
     assert job.attempts == 2 and job.result["pid"] != worker_pid
     crash = JobStateChange.objects.get(job=job, outcome=Outcome.CRASHED)
     assert "SIGKILL" in crash.reason
+
+
+@pytest.mark.parametrize("mode", ["ondemand", "static"])
+def test_an_idle_server_stops_without_waiting_out_its_housekeepers_pause(start_server, mode):
+    """Housekeeping every 60 s: the housekeeper sits in its pause when SIGTERM comes, and the server
+    exits with it at once rather than after the pause."""
+    server = start_server("--mode", mode, "--concurrency", "2", KOJO_TEST_SET_HOUSEKEEPING_INTERVAL="60")
+    wait_for(lambda: "leads the fleet's housekeeping" in server.output(), message="the housekeeper to lead")
+    time.sleep(0.5)  # into its pause
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=20) == 0
+    assert "stopped" in server.output()

@@ -97,3 +97,48 @@ def test_retries_from_task_options_and_the_context(start_server):
     assert flaky.attempts == 2 and len(flaky.worker_ids) == 2
     assert [error.exception_class_path for error in flaky.errors] == ["builtins.RuntimeError"]
     assert "first attempt fails" in flaky.errors[0].traceback
+
+
+def test_every_failed_attempt_keeps_its_own_traceback(start_server):
+    failing = tasks.always_fails.enqueue()
+    start_server()
+    assert finished(failing).status == compat.TaskResultStatus.FAILED
+    assert failing.attempts == 3 and len(failing.errors) == 3
+    for attempt, error in enumerate(failing.errors, 1):
+        assert error.exception_class_path == "builtins.ValueError"
+        assert (
+            error.traceback.startswith("Traceback")
+            and f"ValueError: attempt {attempt} fails" in error.traceback
+        )
+    assert failing.enqueued_at <= failing.started_at <= failing.last_attempted_at <= failing.finished_at
+
+
+@pytest.mark.parametrize("mode", ["ondemand", "static"])
+def test_a_task_raising_systemexit_or_keyboardinterrupt_fails_with_its_own_class_and_traceback(
+    start_server, mode
+):
+    exited, interrupted = tasks.exits.enqueue(3), tasks.interrupted.enqueue()
+    after = tasks.add.enqueue(1, 1)
+    server = start_server("--mode", mode, "--concurrency", "1")
+    for result, path in [(exited, "builtins.SystemExit"), (interrupted, "builtins.KeyboardInterrupt")]:
+        assert finished(result).status == compat.TaskResultStatus.FAILED
+        error = result.errors[-1]
+        assert error.exception_class_path == path
+        assert error.traceback.startswith("Traceback") and path.removeprefix("builtins.") in error.traceback
+        # task_finished was sent: Django's receiver logged the failure.
+        sent = f"Task id={result.id} path={result.task.module_path} state=FAILED"
+        wait_for(lambda sent=sent: sent in server.output(), message="task_finished")
+    assert finished(after).return_value == 2
+    if mode == "static":
+        # One pooled worker ran all three: the task's exit did not take the worker with it.
+        assert len({*exited.worker_ids, *interrupted.worker_ids, *after.worker_ids}) == 1
+
+
+def test_a_server_without_a_tasks_setting_imports_tasks_of_any_queue(start_server, settings):
+    settings.TASKS = {"default": {"BACKEND": "kojo.tasks.KojoBackend", "QUEUES": []}}
+    from tests import queued_tasks
+
+    mailed = queued_tasks.send_mail.enqueue("hello")
+    start_server()
+    assert finished(mailed).status == compat.TaskResultStatus.SUCCESSFUL
+    assert mailed.return_value == "sent hello"
