@@ -197,3 +197,33 @@ if os.environ.get("KOJO_TEST_EXTRA_JOBS"):
     import importlib
 
     importlib.import_module(os.environ["KOJO_TEST_EXTRA_JOBS"])
+
+
+# The worker verbs, one job each (tests/server/test_worker_verbs.py).
+@kojo.worker
+def holds_itself(job):
+    job.hold("waiting for a person")
+
+
+@kojo.worker
+def fails_for_good(job):
+    job.complete_failed("bad input row 3", result={"row": 3})
+
+
+@kojo.worker
+def logs_through_its_logger(job):
+    job.logger.warning("processed %s rows", 12)
+    return None
+
+
+@kojo.worker
+def ends_twice(job):
+    job.complete_success({"first": True})
+    job.complete_failed("a second ending")
+
+
+@kojo.worker
+def slow_first_attempt(job):
+    if job.attempt == 1:
+        time.sleep(30)
+    return {"attempt": job.attempt}
