@@ -20,6 +20,7 @@ MAX_PREFETCH = 1000
 # Which check id reports which validator's error code.
 CHECK_IDS = {
     "invalid_cron": "kojo.E001",
+    "invalid_timezone": "kojo.E001",
     "unknown_worker": "kojo.E002",
     "invalid_duration": "kojo.E004",
     "invalid_limit": "kojo.E005",
@@ -58,6 +59,7 @@ def check_registered_job_types(app_configs=None, **kwargs):
 # The stored fields of a job type that have validators (kojo.validators).
 CHECKED_FIELDS = (
     "cron_expression",
+    "cron_timezone",
     "schedule_limit",
     "schedule_limit_allowance",
     "auto_delete_interval_duration",

@@ -9,7 +9,8 @@ never created again, even after its job was pruned.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from django.db import IntegrityError, transaction
@@ -29,14 +30,54 @@ logger = logging.getLogger(__name__)
 FIRST_TICK_GRACE = timedelta(minutes=1)
 
 
-def latest_tick(expression: str, now: datetime) -> datetime:
-    """The newest tick at or before ``now`` (UTC)."""
-    return croniter(expression, now + timedelta(microseconds=1)).get_prev(datetime)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name or "UTC")
 
 
-def next_ticks(expression: str, start: datetime, count: int = 5) -> list[datetime]:
-    iterator = croniter(expression, start)
-    return [iterator.get_next(datetime) for _ in range(count)]
+def latest_tick(expression: str, now: datetime, timezone_name: str = "UTC") -> datetime:
+    """The newest tick at or before ``now``, as UTC, of an expression read in ``timezone_name``.
+
+    Ticks are wall-clock times there, each run once: when clocks go back, a time that happens twice
+    ticks at its first pass; when they go forward, the times that do not exist that day tick at the
+    change itself (the first minute after it), as missed ticks collapse into one."""
+    if timezone_name in ("", "UTC"):
+        return croniter(expression, now + timedelta(microseconds=1)).get_prev(datetime)
+    local = zone(timezone_name)
+    iterator = croniter(expression, now.astimezone(local).replace(tzinfo=None) + timedelta(microseconds=1))
+    while True:
+        tick = instant(iterator.get_prev(datetime), local)
+        if tick <= now:
+            return tick
+
+
+def next_ticks(
+    expression: str, start: datetime, count: int = 5, timezone_name: str = "UTC"
+) -> list[datetime]:
+    """The next ``count`` ticks after ``start``, as UTC, read as ``latest_tick`` reads them."""
+    if timezone_name in ("", "UTC"):
+        iterator = croniter(expression, start)
+        return [iterator.get_next(datetime) for _ in range(count)]
+    local = zone(timezone_name)
+    iterator = croniter(expression, start.astimezone(local).replace(tzinfo=None))
+    ticks: list[datetime] = []
+    while len(ticks) < count:
+        tick = instant(iterator.get_next(datetime), local)
+        if tick > start and (not ticks or tick > ticks[-1]):  # walls in a skipped hour share one
+            ticks.append(tick)
+    return ticks
+
+
+def instant(wall: datetime, local: ZoneInfo) -> datetime:
+    """The UTC instant a naive wall-clock time of ``local`` names: its first pass when it happens
+    twice; when it does not exist, the change that skipped it."""
+    first = wall.replace(tzinfo=local, fold=0).astimezone(UTC)
+    if first.astimezone(local).replace(tzinfo=None) == wall:
+        return first
+    # Skipped: the change lies between the readings with the offsets before and after it.
+    moment = wall.replace(tzinfo=local, fold=1).astimezone(UTC)
+    while moment.astimezone(local).replace(tzinfo=None) < wall:
+        moment += timedelta(minutes=1)
+    return moment
 
 
 def schedule_due_ticks(now: datetime | None = None, *, actor: str = "") -> list[Job]:
@@ -46,8 +87,8 @@ def schedule_due_ticks(now: datetime | None = None, *, actor: str = "") -> list[
     types = JobType.objects.filter(is_enabled=True).exclude(cron_expression="")
     for job_type in types:
         try:
-            tick = latest_tick(job_type.cron_expression, now)
-        except (ValueError, KeyError):
+            tick = latest_tick(job_type.cron_expression, now, job_type.cron_timezone)
+        except (ValueError, KeyError, ZoneInfoNotFoundError):
             logger.error("job type %s has an invalid cron expression %r", job_type, job_type.cron_expression)
             continue
         if job_type.last_cron_tick is not None and tick <= job_type.last_cron_tick:

@@ -55,7 +55,18 @@ class JobType(models.Model):
         blank=True,
         default="",
         validators=[validators.validate_cron],
-        help_text="Five-field cron expression in UTC; empty for a type that is only scheduled from code.",
+        help_text="Five-field cron expression, in the time zone below; empty for a type that is only "
+        "scheduled from code.",
+    )
+    cron_timezone = models.CharField(
+        max_length=64,
+        blank=True,
+        default="UTC",
+        db_default="UTC",
+        validators=[validators.validate_timezone],
+        help_text="The time zone the cron expression's times are in (IANA name). When clocks go forward, "
+        "a time that does not exist runs at the first minute after the change; when they go back, a "
+        "time that happens twice runs once.",
     )
     cron_overflow = models.CharField(
         max_length=8,
@@ -173,6 +184,17 @@ class Job(models.Model):
     # Chosen by the claimer before it sends its claim: a claim whose answer was lost finds its jobs by it.
     claim_token = models.BigIntegerField(null=True, blank=True, editable=False)
     max_attempts = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Overrides the type's.")
+    # Per-job overrides of the type's; empty: the type's. Database defaults, so that servers of an
+    # earlier version still insert rows during a rolling deploy.
+    timeout = models.CharField(
+        max_length=64, blank=True, default="", db_default="", help_text="Overrides the type's."
+    )
+    retry_interval = models.CharField(
+        max_length=64, blank=True, default="", db_default="", help_text="Overrides the type's."
+    )
+    retry_backoff = models.CharField(
+        max_length=16, blank=True, default="", db_default="", help_text="Overrides the type's."
+    )
     # Set when claimed: mirrors the type's can_work_in_parallel=False, so the database can forbid overlap.
     singleton = models.BooleanField(default=False)
     once_key = models.CharField(max_length=128, null=True, blank=True, help_text="Add-once identity.")
@@ -277,6 +299,12 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.pk} ({self.job_type_id})"
+
+    @property
+    def timeout_delta(self) -> timedelta | None:
+        """The job's own timeout, else its type's; None for none."""
+        timeout = self.timeout or self.job_type.timeout
+        return parse_duration(timeout) if timeout else None
 
     @property
     def is_finished(self) -> bool:

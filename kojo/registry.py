@@ -31,6 +31,7 @@ TYPE_FIELD_VALIDATORS: dict[str, Callable[[Any], None] | None] = {
     "default_importance": validators.validate_importance,
     "cron_expression": validators.validate_cron,
     "cron_overflow": validators.validate_cron_overflow,
+    "cron_timezone": validators.validate_timezone,
     "schedule_limit": validators.validate_limit,
     "schedule_limit_allowance": validators.validate_limit,
     "is_enabled": validators.validate_flag,

@@ -33,12 +33,14 @@ logger = logging.getLogger(__name__)
 MAX_DELAY = timedelta(days=1)
 
 
-def retry_delay(job_type: JobType, attempt: int) -> timedelta:
-    """Delay before the attempt after ``attempt`` (1-based) by the type's backoff, with optional jitter."""
-    base = parse_duration(job_type.retry_interval)
-    if job_type.retry_backoff == Backoff.LINEAR:
+def retry_delay(job_type: JobType, attempt: int, job: Job | None = None) -> timedelta:
+    """Delay before the attempt after ``attempt`` (1-based) by the type's backoff, with optional jitter;
+    a job's own retry interval and backoff, when it has them, come first."""
+    base = parse_duration((job and job.retry_interval) or job_type.retry_interval)
+    backoff = (job and job.retry_backoff) or job_type.retry_backoff
+    if backoff == Backoff.LINEAR:
         delay = base * attempt
-    elif job_type.retry_backoff == Backoff.EXPONENTIAL:
+    elif backoff == Backoff.EXPONENTIAL:
         delay = base * (2 ** min(attempt - 1, 30))
     else:
         delay = base
@@ -91,7 +93,7 @@ def end_attempt(
         fields["fence"] = F("fence") + 1
     where = {"fence": job.fence}
     if retry and attempts < max_attempts:
-        delay = retry_delay(job_type, attempts)
+        delay = retry_delay(job_type, attempts, job)
         target = JobState.WAITING
         fields["start_after"] = timezone.now() + delay
         reason = f"{reason}; attempt {attempts} of {max_attempts}, next in {delay.total_seconds():.1f} s"

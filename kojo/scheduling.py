@@ -6,6 +6,7 @@ rolls back, the job never existed. Bad input is refused before anything is writt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -14,9 +15,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
+from kojo import validators
+from kojo.claims import column_names, from_row
 from kojo.conf import settings
 from kojo.durations import InvalidDuration, parse_duration
 from kojo.exceptions import (
@@ -29,7 +33,7 @@ from kojo.exceptions import (
 from kojo.models import IMPORTANCE_MAX, IMPORTANCE_MIN, Job, JobDependency, JobType
 from kojo.registry import registry
 from kojo.states import PENDING, JobState
-from kojo.transitions import record, record_created
+from kojo.transitions import announce, change, default_actor, record, record_created, transition
 
 logger = logging.getLogger(__name__)
 
@@ -46,25 +50,46 @@ def schedule(
     at: datetime | None = None,
     delay: timedelta | float | str | None = None,
     importance: int | None = None,
-    once: bool = False,
+    once: bool | str = False,
     once_key: str | None = None,
     max_attempts: int | None = None,
+    timeout: str | None = None,
+    retry_interval: str | None = None,
+    retry_backoff: str | None = None,
     depends_on: Iterable[Job | int] = (),
     using: str | None = None,
 ) -> Job:
     """Schedule a job of ``type_code`` to run now, ``at`` a time, or after ``delay``.
 
     With ``once=True`` (or an explicit ``once_key``), a job identical to one still pending (same type
-    and params, or same key) is not created again: the pending job is returned instead.
+    and params, or same key) is not created again: the pending job is returned instead. With
+    ``once="replace"``, a pending job of that key whose params or options differ is replaced: it is
+    canceled and the new one added in its place, in one transaction (jobs that depended on it depend
+    on the new one); an identical one is returned; one already working cannot be replaced
+    (InvalidSchedule).
     ``depends_on`` names jobs that must complete successfully first; if one fails or is canceled, this
-    job is canceled with the reason recorded.
+    job is canceled with the reason recorded. ``max_attempts``, ``timeout`` and ``retry_interval`` (ISO
+    8601 durations) and ``retry_backoff`` override the type's for this job.
     """
     using = using or settings.DATABASE
     params = clean_params(params)
     start_after = start_time(at, delay)
-    job_type = enabled_job_type(type_code, using=using)
-    importance = job_type.default_importance if importance is None else clean_importance(importance)
+    if importance is not None:
+        importance = clean_importance(importance)
     clean_max_attempts(max_attempts)
+    overrides = clean_overrides(timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff)
+    dependencies = sorted({getattr(item, "pk", item) for item in depends_on})
+    if not (once or once_key is not None or dependencies) and connections[using].vendor == "postgresql":
+        jobs = schedule_in_one_statement(
+            type_code, [params], start_after, importance, max_attempts, overrides, using=using
+        )
+        if jobs is not None:
+            return jobs[0]
+    job_type = enabled_job_type(type_code, using=using)
+    if importance is None:
+        importance = job_type.default_importance
+    if once not in (False, True, REPLACE):
+        raise InvalidSchedule(f"once takes True, False or {REPLACE!r}, not {once!r}")
     if once_key is None and once:
         once_key = params_key(params)
     if once_key is not None and (
@@ -78,17 +103,119 @@ def schedule(
         "start_after": start_after,
         "max_attempts": max_attempts,
         "once_key": once_key,
+        **overrides,
     }
-    dependencies = sorted({getattr(item, "pk", item) for item in depends_on})
+    created: list[dict[str, Any]] = []  # announced once this savepoint is released: see announce()
     with transaction.atomic(using=using):
         check_allowance(job_type, using=using)
         check_dependencies(dependencies, using=using)
-        job = create_job(fields, using=using) if once_key is None else create_once(fields, using=using)
+        if once_key is None:
+            job = create_job(fields, announce_to=created, using=using)
+        elif once == REPLACE:
+            job = replace_once(fields, timed=at is not None or delay is not None, using=using)
+        else:
+            job = create_once(fields, using=using)
         if dependencies and not job.dependencies.exists():
             JobDependency.objects.using(using).bulk_create(
                 JobDependency(job=job, depends_on_id=dependency) for dependency in dependencies
             )
-        return job
+    announce(created, using=using)
+    return job
+
+
+# PostgreSQL's common case, jobs of an enabled type without a waiting allowance, as one statement and
+# one round trip: the job rows and their changelog rows together (atomic on their own, so no
+# savepoint inside the caller's transaction, and no BEGIN and COMMIT outside one). The type is read
+# by the same statement, as it is when the jobs are inserted; any other case (no such type, disabled,
+# an allowance to count under its lock) inserts nothing here and takes the general path.
+SCHEDULE_IN_ONE_STATEMENT = """
+WITH job AS (
+    INSERT INTO kojo_job ({columns})
+    SELECT {values} FROM kojo_job_type AS job_type{given}
+    WHERE job_type.type_code = %s AND job_type.is_enabled AND job_type.schedule_limit_allowance = 0
+    {order}
+    RETURNING *
+),
+logged AS (
+    INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
+    SELECT id, '', %s, '', 'scheduled', %s, 0, created_at FROM job
+)
+SELECT {job_columns}, {type_columns} FROM job JOIN kojo_job_type AS job_type ON job_type.id = job.job_type_id
+ORDER BY job.id
+"""
+# Columns whose values do not come from a new Job's own, the same for every row.
+FROM_THE_TYPE = {"job_type_id": "job_type.id", "importance": "COALESCE(%s, job_type.default_importance)"}
+# schedule_many(): one params object per row, in the order given.
+GIVEN = ", unnest(%s::jsonb[]) WITH ORDINALITY AS given(params, n)"
+
+
+@functools.cache
+def one_statement_sql(many: bool) -> tuple[str, tuple[str, ...]]:
+    """The statement, and the fields whose values (a new Job's) it takes as parameters, in order."""
+    columns, values, taken = [], [], []
+    for field in Job._meta.concrete_fields:
+        if field.primary_key or (field.has_db_default() and not field.has_default()):
+            continue  # the id, and the database's own stamp (created_at)
+        expression = FROM_THE_TYPE.get(field.column, "%s")
+        if many and field.column == "params":
+            expression = "given.params"
+        columns.append(f'"{field.column}"')
+        values.append(expression)
+        if "%s" in expression:
+            taken.append(field.attname)
+    sql = SCHEDULE_IN_ONE_STATEMENT.format(
+        columns=", ".join(columns),
+        values=", ".join(values),
+        given=GIVEN if many else "",
+        order="ORDER BY given.n" if many else "",
+        job_columns=column_names(Job, "job"),
+        type_columns=column_names(JobType, "job_type"),
+    )
+    return sql, tuple(taken)
+
+
+def schedule_in_one_statement(
+    type_code: Any,
+    params_list: list[dict[str, Any]],
+    start_after: datetime,
+    importance: int | None,
+    max_attempts: int | None,
+    overrides: dict[str, str],
+    *,
+    many: bool = False,
+    using: str,
+) -> list[Job] | None:
+    """The jobs, or None when the general path must decide (the statement inserted nothing)."""
+    if not isinstance(type_code, str) or "\x00" in type_code:
+        return None
+    connection = connections[using]
+    sql, taken = one_statement_sql(many)
+    draft = Job(
+        params=params_list[0],
+        importance=importance,
+        start_after=start_after,
+        max_attempts=max_attempts,
+        **overrides,
+    )
+    values = [Job._meta.get_field(name).get_db_prep_save(getattr(draft, name), connection) for name in taken]
+    if many:
+        values.append([json.dumps(params) for params in params_list])
+    # No savepoint (a round trip each way): inside the caller's transaction a failed statement marks
+    # it for rollback, as a failure in an atomic block does, so it can never commit without the job.
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+        cursor.execute(sql, [*values, type_code, JobState.WAITING, default_actor()])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    width = len(Job._meta.concrete_fields)
+    job_type = from_row(JobType, rows[0][width:], using)
+    jobs = []
+    for row in rows:
+        job = from_row(Job, row[:width], using)
+        job.job_type = job_type
+        jobs.append(job)
+    announce([change(job.pk, type_code, "", JobState.WAITING, "", "scheduled") for job in jobs], using=using)
+    return jobs
 
 
 def schedule_many(
@@ -99,6 +226,9 @@ def schedule_many(
     delay: timedelta | float | str | None = None,
     importance: int | None = None,
     max_attempts: int | None = None,
+    timeout: str | None = None,
+    retry_interval: str | None = None,
+    retry_backoff: str | None = None,
     using: str | None = None,
 ) -> list[Job]:
     """Schedule one job of ``type_code`` per params object, in one transaction with one INSERT for the
@@ -112,11 +242,22 @@ def schedule_many(
         raise InvalidParams("schedule_many takes a list of params objects, one per job")
     cleaned = [clean_params(params) for params in params_list]
     start_after = start_time(at, delay)
-    job_type = enabled_job_type(type_code, using=using)
-    importance = job_type.default_importance if importance is None else clean_importance(importance)
+    if importance is not None:
+        importance = clean_importance(importance)
     clean_max_attempts(max_attempts)
+    overrides = clean_overrides(timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff)
     if not cleaned:
+        enabled_job_type(type_code, using=using)  # an unknown or disabled type is refused all the same
         return []
+    if connections[using].vendor == "postgresql":
+        jobs = schedule_in_one_statement(
+            type_code, cleaned, start_after, importance, max_attempts, overrides, many=True, using=using
+        )
+        if jobs is not None:
+            return jobs
+    job_type = enabled_job_type(type_code, using=using)
+    if importance is None:
+        importance = job_type.default_importance
     jobs = [
         Job(
             job_type=job_type,
@@ -124,6 +265,7 @@ def schedule_many(
             importance=importance,
             start_after=start_after,
             max_attempts=max_attempts,
+            **overrides,
         )
         for params in cleaned
     ]
@@ -132,6 +274,26 @@ def schedule_many(
         jobs = Job.objects.using(using).bulk_create(jobs)
         record_created([job.pk for job in jobs], type_code=job_type.type_code, using=using)
     return jobs
+
+
+def clean_overrides(**values: Any) -> dict[str, str]:
+    """A job's own timeout, retry interval and backoff, checked as the type's are; those given only."""
+    checks = {
+        "timeout": validators.validate_duration,
+        "retry_interval": validators.validate_duration,
+        "retry_backoff": validators.validate_backoff,
+    }
+    given = {name: value for name, value in values.items() if value is not None}
+    for name, value in given.items():
+        if not isinstance(value, str):
+            raise InvalidSchedule(
+                f"{name} takes text (an ISO 8601 duration, or a backoff name), not {value!r}"
+            )
+        try:
+            checks[name](value)
+        except ValidationError as error:
+            raise InvalidSchedule(f"{name}: {'; '.join(error.messages)}") from None
+    return given
 
 
 def clean_max_attempts(max_attempts: Any) -> None:
@@ -171,11 +333,26 @@ def dependency_states(ids: list[int], *, using: str) -> dict[int, str]:
 
 
 def create_job(
-    fields: dict[str, Any], *, actor: str = "", reason: str = "scheduled", using: str | None = None
+    fields: dict[str, Any],
+    *,
+    actor: str = "",
+    reason: str = "scheduled",
+    announce_to: list[dict[str, Any]] | None = None,
+    using: str | None = None,
 ) -> Job:
     using = using or settings.DATABASE
     job = Job.objects.using(using).create(**fields)
-    record(job.pk, job.job_type.type_code, "", JobState.WAITING, reason=reason, actor=actor, using=using)
+    type_code = job.job_type.type_code
+    record(
+        job.pk,
+        type_code,
+        "",
+        JobState.WAITING,
+        reason=reason,
+        actor=actor,
+        announce_to=announce_to,
+        using=using,
+    )
     return job
 
 
@@ -194,6 +371,57 @@ def create_once(fields: dict[str, Any], *, using: str) -> Job:
             if existing is not None:
                 return existing
     raise InvalidSchedule(f"could not schedule add-once job {fields['once_key']!r}: it keeps conflicting")
+
+
+REPLACE = "replace"
+# What a replacing add-once compares: a pending job with all of these the same is the one asked for.
+REPLACED_WHEN_CHANGED = ("params", "importance", "max_attempts")
+
+
+def replace_once(fields: dict[str, Any], *, timed: bool, using: str) -> Job:
+    """``once="replace"``: the pending job of the key, locked; the same one if nothing changed, else
+    canceled and replaced. Its start time counts as changed when the caller gave one, or when it is
+    not due yet and the caller asked for now. The new row is written without its key first, so that
+    the old one's dependents can move to it before the old one is canceled (which would cancel them
+    too)."""
+    for _ in range(3):
+        existing = (
+            Job.objects.using(using)
+            .select_for_update(of=("self",))
+            .filter(job_type=fields["job_type"], once_key=fields["once_key"], state__in=PENDING)
+            .first()
+        )
+        if existing is None:
+            try:
+                with transaction.atomic(using=using):
+                    return create_job(fields, using=using)
+            except IntegrityError:
+                continue  # another caller added one meanwhile: replace that one
+        moved = existing.start_after != fields["start_after"] and (
+            timed or existing.start_after > fields["start_after"]
+        )
+        if not moved and all(getattr(existing, name) == fields[name] for name in REPLACED_WHEN_CHANGED):
+            return existing
+        if existing.state == JobState.WORKING:
+            raise InvalidSchedule(
+                f"job {existing.pk} with add-once key {fields['once_key']!r} is working: it cannot be "
+                "replaced"
+            )
+        job = create_job(
+            {**fields, "once_key": None}, reason=f"scheduled to replace job {existing.pk}", using=using
+        )
+        JobDependency.objects.using(using).filter(depends_on=existing).update(depends_on=job)
+        transition(
+            existing.pk,
+            JobState.CANCELED,
+            using=using,
+            expect=[JobState.WAITING, JobState.HOLD],
+            reason=f"replaced by job {job.pk} (add-once key {fields['once_key']!r})",
+        )
+        Job.objects.using(using).filter(pk=job.pk).update(once_key=fields["once_key"])
+        job.once_key = fields["once_key"]
+        return job
+    raise InvalidSchedule(f"could not replace add-once job {fields['once_key']!r}: it keeps conflicting")
 
 
 def enabled_job_type(type_code: str, *, using: str | None = None) -> JobType:

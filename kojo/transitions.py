@@ -15,7 +15,6 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from django.db import connections, transaction
@@ -343,9 +342,11 @@ def record(
     attempt: int = 0,
     at: datetime | None = None,
     traceback: str = "",
+    announce_to: list[dict[str, Any]] | None = None,
     using: str | None = None,
 ) -> None:
-    """Append a changelog row and announce the change once the transaction commits."""
+    """Append a changelog row and announce the change once the transaction commits (or add it to
+    ``announce_to``, for a caller that announces once its own savepoint is released)."""
     using = using or settings.DATABASE
     JobStateChange.objects.using(using).create(
         job_id=job_id,
@@ -358,7 +359,11 @@ def record(
         at=at or timezone.now(),
         traceback=traceback[-TRACEBACK_KEPT:],
     )
-    announce([change(job_id, type_code, from_state, to_state, outcome, reason)], using=using)
+    changed = change(job_id, type_code, from_state, to_state, outcome, reason)
+    if announce_to is not None:
+        announce_to.append(changed)
+    else:
+        announce([changed], using=using)
 
 
 def record_created(
@@ -390,10 +395,32 @@ def change(job_id: int, type_code: str, from_state: str, to_state: str, outcome:
 
 def announce(changes: list[dict[str, Any]], *, using: str | None = None) -> None:
     """Once the transaction commits: publish the changes to every node in one round trip, then send
-    ``job_state_changed`` (and through it the named signals) for each."""
+    ``job_state_changed`` (and through it the named signals) for each.
+
+    Changes announced one after another in one transaction are delivered together: a view that
+    schedules ten jobs sends one message, not ten. They join the delivery registered last only when
+    every savepoint still open now was open when that one was registered: a rollback to any of them
+    discards both, as it would have discarded each (savepoints released since cannot be rolled back)."""
     using = using or settings.DATABASE
-    if changes:
-        transaction.on_commit(partial(deliver, changes), using=using)
+    if not changes:
+        return
+    connection = transaction.get_connection(using)
+    if connection.in_atomic_block and connection.run_on_commit:
+        savepoints, callback, _ = connection.run_on_commit[-1]
+        if isinstance(callback, Delivery) and set(connection.savepoint_ids) <= savepoints:
+            callback.changes.extend(changes)
+            return
+    transaction.on_commit(Delivery(list(changes)), using=using)
+
+
+class Delivery:
+    """An on_commit callback carrying the changes of one transaction (see ``announce``)."""
+
+    def __init__(self, changes: list[dict[str, Any]]):
+        self.changes = changes
+
+    def __call__(self) -> None:
+        deliver(self.changes)
 
 
 def deliver(changes: list[dict[str, Any]]) -> None:

@@ -88,6 +88,22 @@ def validate_flag(value: bool) -> None:
         )
 
 
+def validate_timezone(value: str) -> None:
+    """An IANA time zone name that this machine's zoneinfo knows, e.g. "Europe/Berlin" or "UTC"."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not isinstance(value, str) or not value or len(value) > 64 or "\x00" in value:
+            raise ValueError(value)
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValidationError(
+            "%(value)r is not a time zone: use an IANA name such as 'UTC' or 'Europe/Berlin'.",
+            code="invalid_timezone",
+            params={"value": value},
+        ) from None
+
+
 def validate_cron_overflow(value: str) -> None:
     from kojo.models import CronOverflow
 

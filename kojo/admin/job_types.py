@@ -3,6 +3,8 @@ one-click switch."""
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
@@ -34,13 +36,17 @@ class JobTypeForm(forms.ModelForm):
     class Meta:
         model = JobType
         fields = [
-            "type_code", "name", "worker", "is_enabled", "queue", "cron_expression", "cron_overflow",
+            "type_code", "name", "worker", "is_enabled", "queue", "cron_expression", "cron_timezone",
+            "cron_overflow",
             "default_importance",
             "can_work_in_parallel", "schedule_limit", "schedule_limit_allowance", "auto_complete_success",
             "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter", "retry_on",
             "readiness", "auto_delete_interval_duration",
         ]
         field_classes = {"readiness": BoundedJSONField}
+
+    def clean_cron_timezone(self):
+        return self.cleaned_data.get("cron_timezone") or "UTC"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -78,6 +84,7 @@ class JobTypeAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "cron_expression",
+                    "cron_timezone",
                     "cron_in_words",
                     "next_runs",
                     "cron_overflow",
@@ -137,14 +144,15 @@ class JobTypeAdmin(admin.ModelAdmin):
             return "-"
         return format_html('<strong class="kojo-broken">broken:</strong> {}', "; ".join(found))
 
-    @admin.display(description="cron (UTC)", ordering="cron_expression")
+    @admin.display(description="cron", ordering="cron_expression")
     def cron(self, job_type: JobType) -> str:
         if not job_type.cron_expression:
             return "-"
-        runs = upcoming(job_type.cron_expression, 1)
+        runs = upcoming(job_type.cron_expression, 1, job_type.cron_timezone)
         return format_html(
-            '<code>{}</code><br><span class="quiet">{}; next {}</span>',
+            '<code>{}</code> {}<br><span class="quiet">{}; next {}</span>',
             job_type.cron_expression,
+            job_type.cron_timezone,
             describe_cron(job_type.cron_expression),
             runs[0] if runs else "never",
         )
@@ -157,7 +165,9 @@ class JobTypeAdmin(admin.ModelAdmin):
 
     @admin.display(description="next runs")
     def next_runs(self, job_type: JobType | None) -> str:
-        runs = upcoming(job_type.cron_expression, 5) if job_type and job_type.cron_expression else []
+        if not job_type or not job_type.cron_expression:
+            return "-"
+        runs = upcoming(job_type.cron_expression, 5, job_type.cron_timezone)
         if not runs:
             return "-"
         items = format_html_join("", "<li>{}</li>", ((run,) for run in runs))
@@ -231,12 +241,14 @@ class JobTypeAdmin(admin.ModelAdmin):
 ENABLED_LABEL = str(JobType._meta.get_field("is_enabled").verbose_name)
 
 
-def upcoming(expression: str, count: int) -> list[str]:
-    """The next ``count`` ticks of a cron expression as "2025-01-02 03:00 UTC (in 5 hours)"; none if the
-    stored expression does not parse (the form refuses such values; a row written elsewhere may not)."""
+def upcoming(expression: str, count: int, timezone_name: str = "UTC") -> list[str]:
+    """The next ``count`` ticks of a cron expression as "2025-01-02 03:00 CET (in 5 hours)", in its
+    time zone; none if the stored expression or zone does not parse (the form refuses such values; a
+    row written elsewhere may not)."""
     now = timezone.now()
     try:
-        ticks = next_ticks(expression, now, count)
-    except (ValueError, KeyError, TypeError):
+        ticks = next_ticks(expression, now, count, timezone_name)
+        local = ZoneInfo(timezone_name or "UTC")
+    except (ValueError, KeyError, TypeError, ZoneInfoNotFoundError):
         return []
-    return [f"{tick:%Y-%m-%d %H:%M} UTC (in {timeuntil(tick, now)})" for tick in ticks]
+    return [f"{tick.astimezone(local):%Y-%m-%d %H:%M %Z} (in {timeuntil(tick, now)})" for tick in ticks]

@@ -625,7 +625,7 @@ class Arbiter:
             self.reported = []  # recorded by the claim's own statement
         self.more_due = len(jobs) == free
         for job in jobs:
-            timeout = job.job_type.timeout_delta
+            timeout = job.timeout_delta
             pid = spawn_job_process(
                 job, server_pid=self.pid, host=self.host, report_fd=self.report_w, lease=self.lease
             )

@@ -138,7 +138,7 @@ class Worker:
             self.stopping = True
 
     def work(self, job: Job) -> None:
-        timeout = job.job_type.timeout_delta
+        timeout = job.timeout_delta
         self.report(f"busy {job.pk} {job.fence} {timeout.total_seconds() if timeout else 0}")
         started = time.monotonic()
         try:

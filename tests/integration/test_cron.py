@@ -98,3 +98,65 @@ def test_kojo_prune_deletes_only_expired_finished_jobs(make_job_type):
     assert out.getvalue().strip() == "deleted 1 finished jobs"
     assert set(Job.objects.values_list("pk", flat=True)) == {kept.pk, pending.pk}
     assert not Job.objects.filter(pk=expired.pk).exists()
+
+
+def ticks_over(expression: str, zone: str, day_start_utc: datetime, hours: int = 30) -> list[datetime]:
+    """Every distinct tick a housekeeper passing each minute would see over ``hours``."""
+    seen = []
+    for minute in range(hours * 60):
+        tick = latest_tick(expression, day_start_utc + timedelta(minutes=minute), zone)
+        if not seen or tick > seen[-1]:
+            seen.append(tick)
+    return seen[1:]  # the first is the tick before the window
+
+
+@pytest.mark.parametrize(
+    "zone, spring, autumn",
+    [
+        ("Europe/Berlin", datetime(2026, 3, 28, 22, tzinfo=UTC), datetime(2026, 10, 24, 22, tzinfo=UTC)),
+        ("America/New_York", datetime(2026, 3, 8, 4, tzinfo=UTC), datetime(2026, 11, 1, 3, tzinfo=UTC)),
+    ],
+)
+def test_a_daily_cron_in_a_time_zone_runs_once_on_both_clock_change_days(zone, spring, autumn):
+    from zoneinfo import ZoneInfo
+
+    local = ZoneInfo(zone)
+    # 02:30 does not exist the night clocks go forward: it runs at 03:00, the first minute after.
+    (tick,) = ticks_over("30 2 * * *", zone, spring, hours=24)
+    assert tick.astimezone(local).strftime("%H:%M") == "03:00"
+    # 02:30 happens twice the night clocks go back: it runs once, at the first.
+    (tick,) = ticks_over("30 2 * * *", zone, autumn, hours=24)
+    assert tick.astimezone(local).strftime("%H:%M") == "02:30" and tick.astimezone(local).fold == 0
+    # Every half hour of wall-clock time, each wall time once: the skipped hour's two ticks are the
+    # change itself, the repeated hour's ticks run at its first pass.
+    walls = [tick.astimezone(local).strftime("%H:%M") for tick in ticks_over("*/30 * * * *", zone, spring, 5)]
+    assert walls[walls.index("01:30") : walls.index("01:30") + 3] == ["01:30", "03:00", "03:30"]
+    ticks = ticks_over("*/30 * * * *", zone, autumn, hours=6)
+    walls = [tick.astimezone(local).replace(tzinfo=None) for tick in ticks]
+    assert all(earlier < later for earlier, later in zip(walls, walls[1:], strict=False))
+    assert {wall.strftime("%H:%M") for wall in walls} >= {"01:30", "02:00", "02:30", "03:00"}
+    # 09:00 local is 09:00 local on either side of the change.
+    mornings = ticks_over("0 9 * * *", zone, spring - timedelta(days=2), hours=24 * 5)
+    assert [tick.astimezone(local).strftime("%H:%M") for tick in mornings] == ["09:00"] * 5
+    assert next_ticks("30 2 * * *", autumn, 2, zone) == ticks_over("30 2 * * *", zone, autumn, hours=48)
+
+
+def test_cron_jobs_of_a_type_in_a_time_zone_are_made_once_per_tick(make_job_type):
+    kind = make_job_type(cron_expression="30 2 * * *", cron_timezone="Europe/Berlin")
+    JobType.objects.filter(pk=kind.pk).update(last_cron_tick=datetime(2026, 10, 24, 0, 30, tzinfo=UTC))
+    made = []
+    night = datetime(2026, 10, 24, 23, 0, tzinfo=UTC)  # 01:00 CEST; clocks go back at 01:00 UTC
+    for minute in range(0, 4 * 60, 5):
+        made += schedule_due_ticks(night + timedelta(minutes=minute))
+    assert [job.cron_tick for job in made] == [datetime(2026, 10, 25, 0, 30, tzinfo=UTC)]  # 02:30 CEST
+
+
+def test_a_time_zone_that_does_not_exist_is_refused(make_job_type):
+    from django.core.exceptions import ValidationError
+
+    from kojo.validators import validate_timezone
+
+    for bad in ("Mars/Olympus", "", "../etc/passwd", "UTC\x00"):
+        with pytest.raises(ValidationError, match="is not a time zone"):
+            validate_timezone(bad)
+    validate_timezone("Asia/Kolkata")

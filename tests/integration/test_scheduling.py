@@ -161,3 +161,196 @@ def test_waiting_allowance_refuses_extra_jobs(make_job_type):
     with pytest.raises(WaitingLimitReached, match="2 waiting jobs"):
         kojo.schedule("report")
     assert Job.objects.count() == 2
+
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL's one-statement path"
+)
+
+
+@postgres_only
+def test_a_plain_job_is_written_with_its_changelog_row_in_one_statement(make_job_type):
+    from django.test.utils import CaptureQueriesContext
+
+    kind = make_job_type(default_importance=7)
+    with CaptureQueriesContext(connection) as queries:
+        job = kojo.schedule(kind.type_code, {"n": 1}, max_attempts=3)
+    assert len(queries) == 1
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.state, stored.importance, stored.max_attempts, stored.params) == (
+        "waiting",
+        7,
+        3,
+        {"n": 1},
+    )
+    assert (job.job_type, job.importance, job.created_at) == (kind, 7, stored.created_at)
+    change = JobStateChange.objects.get(job=job)
+    assert (change.to_state, change.reason, change.at) == ("waiting", "scheduled", stored.created_at)
+    assert kojo.schedule(kind.type_code, importance=-3).importance == -3
+
+
+@postgres_only
+def test_the_one_statement_path_leaves_every_other_case_to_the_general_one(make_job_type):
+    limited = make_job_type(schedule_limit=1, schedule_limit_allowance=1)
+    kojo.schedule(limited.type_code)
+    with pytest.raises(WaitingLimitReached):
+        kojo.schedule(limited.type_code)
+    disabled = make_job_type(is_enabled=False)
+    with pytest.raises(JobTypeDisabled):
+        kojo.schedule(disabled.type_code)
+    with pytest.raises(JobTypeNotFound):
+        kojo.schedule("no_such_type")
+    with pytest.raises(JobTypeNotFound):
+        kojo.schedule("bad\x00code")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        kojo.schedule(make_job_type().type_code)
+        raise RuntimeError("the caller rolls back")
+    assert not Job.objects.exclude(job_type=limited).exists()
+
+
+def test_jobs_scheduled_in_one_transaction_are_announced_in_one_delivery(
+    make_job_type, django_capture_on_commit_callbacks
+):
+    from kojo.transitions import Delivery
+
+    kind = make_job_type()
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        kept = [kojo.schedule(kind.type_code) for _ in range(3)]
+        with pytest.raises(RuntimeError), transaction.atomic():
+            kojo.schedule(kind.type_code)  # in a savepoint rolled back: never announced
+            raise RuntimeError("roll the savepoint back")
+        kept.append(kojo.schedule(kind.type_code))
+    deliveries = [callback for callback in callbacks if isinstance(callback, Delivery)]
+    announced = [item["job_id"] for delivery in deliveries for item in delivery.changes]
+    assert announced == [job.pk for job in kept]
+    assert len(deliveries) == 1
+
+
+def test_once_replace_keeps_an_identical_pending_job(make_job_type):
+    kind = make_job_type()
+    first = kojo.schedule(kind.type_code, {"n": 1}, once="replace")
+    assert kojo.schedule(kind.type_code, {"n": 1}, once="replace") == first
+    assert Job.objects.get(pk=first.pk).state == JobState.WAITING
+
+
+def test_once_replace_cancels_a_pending_job_whose_options_changed_and_adds_the_new_one(make_job_type):
+    kind = make_job_type()
+    old = kojo.schedule(kind.type_code, {"v": 1}, once_key="report-7", importance=1)
+    dependent = kojo.schedule(kind.type_code, depends_on=[old])
+    new = kojo.schedule(kind.type_code, {"v": 2}, once_key="report-7", once="replace", importance=5)
+    assert new.pk != old.pk and (new.params, new.importance, new.once_key) == ({"v": 2}, 5, "report-7")
+    old.refresh_from_db()
+    assert old.state == JobState.CANCELED
+    reason = JobStateChange.objects.filter(job=old).order_by("id").last().reason
+    assert reason == f"replaced by job {new.pk} (add-once key 'report-7')"
+    # What waited on the old job waits on the new one, and was not canceled with it.
+    assert list(Job.objects.get(pk=dependent.pk).dependencies.values_list("depends_on", flat=True)) == [
+        new.pk
+    ]
+    assert Job.objects.get(pk=dependent.pk).state == JobState.WAITING
+    later = timezone.now() + timedelta(hours=1)
+    moved = kojo.schedule(
+        kind.type_code, {"v": 2}, once_key="report-7", once="replace", importance=5, at=later
+    )
+    assert moved.pk != new.pk and moved.start_after == later
+
+
+def test_once_replace_refuses_to_replace_a_working_job_and_bad_values_of_once(make_job_type):
+    kind = make_job_type()
+    running = kojo.schedule(kind.type_code, once_key="k")
+    Job.objects.filter(pk=running.pk).update(state=JobState.WORKING)
+    with pytest.raises(InvalidSchedule, match=f"job {running.pk} .* is working: it cannot be replaced"):
+        kojo.schedule(kind.type_code, {"other": True}, once_key="k", once="replace")
+    with pytest.raises(InvalidSchedule, match="once takes True, False or 'replace'"):
+        kojo.schedule(kind.type_code, once="always")
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+def test_concurrent_replacements_leave_exactly_one_pending_job(make_job_type):
+    from django.db import connections
+
+    kind = make_job_type()
+    kojo.schedule(kind.type_code, once_key="shared", importance=0)
+    start = threading.Barrier(4)
+    errors = []
+
+    def replace(importance: int) -> None:
+        try:
+            start.wait()
+            kojo.schedule(kind.type_code, once_key="shared", once="replace", importance=importance)
+        except Exception as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=replace, args=(n,)) for n in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    pending = Job.objects.filter(job_type=kind, once_key="shared", state=JobState.WAITING)
+    assert pending.count() == 1
+    assert Job.objects.filter(job_type=kind, state=JobState.CANCELED).count() == 4
+
+
+def test_a_job_may_override_its_types_timeout_and_retry_policy(make_job_type):
+    from kojo.retries import retry_delay
+
+    kind = make_job_type(timeout="PT1H", retry_interval="PT10S", retry_backoff="fixed", retry_jitter=False)
+    job = kojo.schedule(kind.type_code, timeout="PT5S", retry_interval="PT2S", retry_backoff="linear")
+    stored = Job.objects.select_related("job_type").get(pk=job.pk)
+    assert (stored.timeout, stored.retry_interval, stored.retry_backoff) == ("PT5S", "PT2S", "linear")
+    assert stored.timeout_delta == timedelta(seconds=5)
+    assert retry_delay(kind, 3, stored) == timedelta(seconds=6)
+    plain = Job.objects.select_related("job_type").get(pk=kojo.schedule(kind.type_code).pk)
+    assert plain.timeout_delta == timedelta(hours=1) and retry_delay(kind, 3, plain) == timedelta(seconds=10)
+    (many,) = kojo.schedule_many(kind.type_code, [{}], timeout="PT7S")
+    assert Job.objects.get(pk=many.pk).timeout == "PT7S"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"timeout": "5 seconds"}, "timeout: "),
+        ({"retry_interval": "PT"}, "retry_interval: "),
+        ({"retry_backoff": "random"}, "retry_backoff: 'random' is not a retry backoff"),
+        ({"timeout": 5}, "timeout takes text"),
+    ],
+)
+def test_bad_per_job_overrides_are_refused_and_nothing_is_written(make_job_type, options, message):
+    kind = make_job_type()
+    with pytest.raises(InvalidSchedule, match=message):
+        kojo.schedule(kind.type_code, **options)
+    with pytest.raises(InvalidSchedule, match=message):
+        kojo.schedule_many(kind.type_code, [{}], **options)
+    assert not Job.objects.filter(job_type=kind).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@postgres_only
+def test_a_failed_one_statement_schedule_marks_the_callers_transaction_for_rollback(make_job_type):
+    """The statement runs without a savepoint: when it fails inside a view's transaction, that
+    transaction must not commit as if the job were in it."""
+    import psycopg
+    from django.db import OperationalError
+
+    kind = make_job_type()
+    params = connection.settings_dict
+    locker = psycopg.connect(
+        dbname=params["NAME"], user=params["USER"], host=params["HOST"], port=params["PORT"]
+    )
+    try:
+        # Inserts into the jobs table wait for this lock (a migration, a bulk maintenance job).
+        locker.execute("LOCK TABLE kojo_job IN SHARE MODE")
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '200ms'")
+            with pytest.raises(OperationalError):
+                kojo.schedule(kind.type_code)
+            assert transaction.get_connection().needs_rollback
+    finally:
+        locker.close()
+    assert not Job.objects.filter(job_type=kind).exists()
