@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
@@ -118,7 +119,8 @@ def vendor() -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """What a KOJO_* setting may hold: a kind ("number", "whole" number, "text"), and bounds."""
+    """What a KOJO_* setting may hold: a kind ("number", "whole" number, "text", "path", or
+    "optional text", which may be None), and bounds."""
 
     kind: str
     least: float | None = None
@@ -131,7 +133,7 @@ class Rule:
 SETTING_RULES: dict[str, Rule | None] = {
     "LOCK_BACKEND": None,  # kojo.E006
     "REDIS_CACHE": Rule("text"),
-    "LOCK_DIR": Rule("text"),
+    "LOCK_DIR": Rule("path"),
     "LOCK_LEASE": Rule("number", above_zero=True, most=86400),
     "DATABASE": Rule("text"),
     "KEY_PREFIX": Rule("text"),
@@ -149,17 +151,27 @@ SETTING_RULES: dict[str, Rule | None] = {
     "KILL_GRACE": Rule("number", above_zero=True, most=3600),
     "HOUSEKEEPING_INTERVAL": Rule("number", above_zero=True, most=3600),
     "PROGRESS_MIN_INTERVAL": Rule("number", least=0),
-    "PARAMS_MAX_BYTES": Rule("whole", least=1),
+    "PARAMS_MAX_BYTES": Rule("number", least=1),
     "PRUNE_BATCH_SIZE": Rule("whole", least=1, most=100_000),
-    "STATUS_DIR": Rule("text"),
-    "METRICS_TOKEN": Rule("text"),
+    "STATUS_DIR": Rule("path"),
+    "METRICS_TOKEN": Rule("optional text"),
 }
-KIND_WORDS = {"number": "a number", "whole": "a whole number", "text": "a string"}
+KIND_WORDS = {
+    "number": "a number",
+    "whole": "a whole number",
+    "text": "a string",
+    "path": "a string or a path",
+    "optional text": "a string or None",
+}
 
 
 def _fits(value, rule: Rule) -> bool:
     if rule.kind == "text":
         return isinstance(value, str)
+    if rule.kind == "path":
+        return isinstance(value, (str, os.PathLike))
+    if rule.kind == "optional text":
+        return value is None or isinstance(value, str)
     if isinstance(value, bool) or not isinstance(value, int if rule.kind == "whole" else (int, float)):
         return False
     if value != value:  # NaN
@@ -199,7 +211,7 @@ def check_setting_kinds() -> list[CheckMessage]:
                 )
             )
     concurrency, least = settings.CONCURRENCY, settings.MIN_WORKERS
-    if not found and least > concurrency:
+    if not found and settings.MODE == "dynamic" and least > concurrency:
         found.append(
             Error(
                 f"KOJO_MIN_WORKERS ({least}) is above KOJO_CONCURRENCY ({concurrency}).",

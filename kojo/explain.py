@@ -173,9 +173,9 @@ def named(ids: list[int]) -> str:
 def servers(job: Job, now, using: str) -> list[str]:
     """No live server, none serving the job's queue, or none able to run its worker."""
     live = list(
-        Server.objects.using(using).filter(
-            heartbeat_at__gt=now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT), stopping=False
-        )
+        Server.objects.using(using)
+        .filter(heartbeat_at__gt=now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT), stopping=False)
+        .exclude(mode=Server.FOREGROUND)  # a kojo_run of one job claims nothing else
     )
     queue = job.job_type.queue
     if not live:

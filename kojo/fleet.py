@@ -197,7 +197,9 @@ def snapshot(*, now: datetime | None = None, window: timedelta = WINDOW) -> Snap
         finished=finished_counts(type_codes, since),
         failures=failure_counts(type_codes, since, start_id),
         latency=scheduling_latency(since, start_id),
-        unserved=unserved_types(types, [server for server in fleet if server.alive], jobs),
+        unserved=unserved_types(
+            types, [server for server in fleet if server.alive and server.mode != Server.FOREGROUND], jobs
+        ),
     )
 
 

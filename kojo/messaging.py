@@ -55,13 +55,23 @@ def publish(name: str, payload: Mapping[str, Any]) -> None:
     publish_all(f"a {name} message", [(name, payload)])
 
 
+# Job changes one events message carries at most (a few hundred bytes each).
+CHANGES_PER_MESSAGE = 1000
+
+
 def publish_changes(changes: list[dict[str, Any]]) -> None:
     """Publish committed state changes, one wake-up if any job became waiting: in one round trip on a
     single Redis; on a cluster one after the other, as a cluster client pipelines no PUBLISH."""
     if not changes:
         return
-    # One message per commit, however many jobs it changed; listen() hands out one event each.
-    messages: list[tuple[str, Mapping[str, Any]]] = [(EVENTS, {"at": time.time(), "changes": changes})]
+    # One message per commit, however many jobs it changed (in parts of CHANGES_PER_MESSAGE, so a
+    # transaction of a million jobs stays under Redis's output buffer limit for a subscriber);
+    # listen() hands out one event each.
+    at = time.time()
+    messages: list[tuple[str, Mapping[str, Any]]] = [
+        (EVENTS, {"at": at, "changes": changes[start : start + CHANGES_PER_MESSAGE]})
+        for start in range(0, len(changes), CHANGES_PER_MESSAGE)
+    ]
     woken = next((c for c in changes if c["to_state"] == JobState.WAITING), None)
     if woken is not None:
         messages.append((WAKE, {"job_id": woken["job_id"], "type_code": woken["type_code"]}))

@@ -342,6 +342,9 @@ class Server(models.Model):
     """A running kojo_server process tree. Its heartbeat is the lease on every job it runs: while the row
     is fresh by the database's clock, none of them is rescued."""
 
+    # The mode of the row ``manage.py kojo_run`` keeps for its one job: no server that claims.
+    FOREGROUND = "foreground"
+
     host = models.CharField(max_length=255)
     pid = models.IntegerField()
     mode = models.CharField(max_length=16, default="ondemand")

@@ -90,9 +90,17 @@ class Child:
 
 def report_broken_types() -> None:
     """Log each stored job type that is wrong as it stands (a worker path that does not import, a cron
-    expression edited by hand), by type code: ``manage.py check`` sees stored rows only when asked."""
-    for type_code, problems in stored_type_problems().items():
-        logger.error("job type %r is misconfigured: %s", type_code, "; ".join(problems))
+    expression edited by hand), by type code: ``manage.py check`` sees stored rows only when asked.
+    Only the database's errors reach the caller: a check that fails otherwise must not stop a server."""
+    try:
+        problems = stored_type_problems()
+    except DatabaseError:
+        raise
+    except Exception:
+        logger.exception("could not check the stored job types")
+        return
+    for type_code, found in problems.items():
+        logger.error("job type %r is misconfigured: %s", type_code, "; ".join(found))
 
 
 class Arbiter:
@@ -330,10 +338,13 @@ class Arbiter:
         while self.signal_queue:
             signum = self.signal_queue.pop(0)
             if signum in (signal.SIGTERM, signal.SIGINT):
-                self.stop_requested = 2 if self.stop_requested else 1
+                if self.reexec:
+                    self.reexec = False  # during a reload's drain: the drain goes on, as a stop's
+                else:
+                    self.stop_requested = 2 if self.stop_requested else 1
                 logger.info("server[%s]: %s, stopping", self.pid, signal.Signals(signum).name)
             elif signum == signal.SIGQUIT:
-                self.stop_requested = 2
+                self.stop_requested, self.reexec = 2, False
             elif signum == signal.SIGHUP:
                 self.reload()
 
@@ -342,7 +353,10 @@ class Arbiter:
         if self.stop_requested or self.probe is not None:
             return  # stopping anyway, or a reload is under way
         logger.info("server[%s]: SIGHUP: checking that the code on disk starts", self.pid)
-        self.probe = Probe()
+        try:
+            self.probe = Probe()
+        except OSError as error:  # no interpreter at that path any more, no temp space, no fork
+            logger.error("server[%s]: reload refused, the probe could not start (%s)", self.pid, error)
 
     def follow_probe(self) -> None:
         """A finished probe: drain and start again with the new code, or say why not and go on."""
@@ -808,7 +822,8 @@ class Arbiter:
             self.keep_lease()
             self.show_health()
         if self.probe is not None:
-            self.probe.kill()
+            if self.probe.status is None:
+                self.probe.kill()  # never a pid already reaped: it may be another process's now
             self.probe.close()
             self.probe = None
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).delete())

@@ -42,7 +42,7 @@ def run_in_foreground(job_id: int, *, using: str | None = None) -> Job:
     at its limit...)."""
     using = using or settings.DATABASE
     lease = Lease()
-    server = register_server("foreground", 1, [])
+    server = register_server(Server.FOREGROUND, 1, [])
     lease.renewed(time.monotonic())
     stop = threading.Event()
     keeper = threading.Thread(
@@ -80,9 +80,11 @@ def claim_one(job_id: int, server: Server, *, host: str, pid: int, using: str) -
         if not admission.chosen:
             # Said inside the transaction, which rolls back: a bucket's shelving is not written.
             raise NotRunnable(why_not(job_id, using))
-        return mark_working(
-            admission, server_id=server.pk, host=host, pid=pid, token=new_token(), using=using
-        )[0]
+        token = new_token()
+        (job,) = mark_working(admission, server_id=server.pk, host=host, pid=pid, token=token, using=using)
+        admission.shelf.apply()
+        admission.shelf.bring_back()  # as a claim does: the next ones of its bucket come into sight
+        return job
 
 
 def why_not(job_id: int, using: str) -> str:

@@ -92,4 +92,7 @@ def reexec() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     connections.close_all()
+    # Handlers go back to their defaults across exec, and SIGHUP's default is to die: a second reload
+    # during the new image's start-up must not kill it. Ignored survives exec; run() takes it back.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.execv(sys.executable, command_line())

@@ -124,7 +124,7 @@ def test_every_kojo_model_must_be_routed_to_kojo_database(settings):
         ("KEY_PREFIX", 7),
         ("LOCK_DIR", None),
         ("STATUS_DIR", 3),
-        ("METRICS_TOKEN", None),
+        ("METRICS_TOKEN", 5),
         ("REDIS_CACHE", ["default"]),
         ("DATABASE", None),
     ],
@@ -144,7 +144,17 @@ def test_every_setting_has_a_rule():
     assert sorted(SETTING_RULES) == sorted(name for name in vars(Settings) if name.isupper())
 
 
+def test_valid_settings_of_every_kind_pass(settings, tmp_path):
+    settings.KOJO_LOCK_DIR = tmp_path / "locks"  # a Path, as BASE_DIR / "locks" is
+    settings.KOJO_STATUS_DIR = str(tmp_path)
+    settings.KOJO_METRICS_TOKEN = None  # os.environ.get() of a variable that is not set
+    settings.KOJO_PARAMS_MAX_BYTES = 5e6
+    settings.KOJO_CONCURRENCY, settings.KOJO_MIN_WORKERS = 2, 3  # MIN_WORKERS is dynamic mode's only
+    assert ids(checks.run_checks()) == []
+
+
 def test_min_workers_may_not_exceed_concurrency(settings):
+    settings.KOJO_MODE = "dynamic"
     settings.KOJO_CONCURRENCY, settings.KOJO_MIN_WORKERS = 2, 3
     messages = [message for message in checks.run_checks() if message.id == "kojo.E019"]
     assert [message.msg for message in messages] == ["KOJO_MIN_WORKERS (3) is above KOJO_CONCURRENCY (2)."]

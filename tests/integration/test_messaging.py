@@ -69,6 +69,17 @@ def test_committed_changes_are_one_event_message_and_one_wake_up(subscriber):
     assert found[1][1] == {"job_id": 1, "type_code": "send"}
 
 
+def test_a_huge_commit_is_announced_in_parts_with_one_wake_up(subscriber):
+    changes = [
+        {"job_id": n, "type_code": "send", "from_state": "", "to_state": "waiting"} for n in range(2500)
+    ]
+    messaging.publish_changes(changes)
+    found = received(subscriber, 4)
+    assert [name for name, _ in found] == ["events", "events", "events", "wake"]
+    assert [len(payload["changes"]) for _, payload in found[:3]] == [1000, 1000, 500]
+    assert [item for _, payload in found[:3] for item in payload["changes"]] == changes
+
+
 def test_listen_follows_published_changes(redis_messaging):
     import threading
 

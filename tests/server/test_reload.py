@@ -87,3 +87,17 @@ def test_sighup_runs_new_code_and_a_type_only_it_defines_waits_until_then(start_
     after = kojo.schedule(first.type_code)
     wait_for(lambda: state(after) == JobState.COMPLETE_SUCCESS, message="a job on the new code")
     assert Job.objects.get(pk=after.pk).result == {"version": 2}
+
+
+def test_a_stop_during_a_reloads_drain_stops_the_server(start_server, make_job_type):
+    """SIGHUP started a drain towards a re-exec; SIGTERM then means stop, as a supervisor's stop does."""
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
+    server = start_server("--concurrency", "1", KOJO_TEST_GRACEFUL_TIMEOUT="30")
+    running = kojo.schedule(kind.type_code, {"seconds": 4})
+    wait_for(lambda: state(running) == JobState.WORKING, message="the job to start")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "draining, then starting again" in server.output(), message="the reload's drain")
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
+    assert "starting again with the code on disk" not in server.output()
+    assert state(running) == JobState.COMPLETE_SUCCESS  # drained, not cut off

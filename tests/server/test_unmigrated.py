@@ -32,3 +32,11 @@ def test_a_server_on_a_database_never_migrated_says_run_migrate_and_exits(start_
     output = server.output()
     assert "run `manage.py migrate`" in output and "0001_initial" in output, output
     assert "database unavailable" not in output, output
+
+
+def test_a_reload_probe_refuses_a_database_that_lacks_migrations(start_server, empty_database):
+    """SIGHUP's probe: new code whose migrations are not applied yet is refused, so the server goes on
+    running its current code instead of draining into a start-up that would stop."""
+    probe = start_server("--probe", KOJO_TEST_DB_NAME=empty_database)
+    assert probe.wait(timeout=30) == 1
+    assert "lacks kojo's migrations" in probe.output() and "run migrate first" in probe.output()

@@ -5,6 +5,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kojo.checks import unapplied_migrations
 from kojo.conf import settings
 from kojo.registry import registry
 from kojo.server import exitcodes
@@ -59,6 +60,11 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1")
         default_to_kojo()  # before any task module is imported: kojo_server needs no TASKS setting
         if probe:
+            # A reload whose new code needs migrations not yet applied would only stop: refuse it.
+            if missing := unapplied_migrations():
+                raise CommandError(
+                    f"the database lacks kojo's migrations {', '.join(missing)}: run migrate first"
+                )
             self.stdout.write(f"kojo_server: the code starts ({len(registry.worker_paths())} workers)")
             return
         show_kojo_logs()
