@@ -63,6 +63,7 @@ CHECKED_FIELDS = (
     "cron_timezone",
     "schedule_limit",
     "schedule_limit_allowance",
+    "keep_instances",
     "auto_delete_interval_duration",
     "timeout",
     "max_attempts",

@@ -59,7 +59,7 @@ def publish(name: str, payload: Mapping[str, Any]) -> None:
 CHANGES_PER_MESSAGE = 1000
 
 
-def publish_changes(changes: list[dict[str, Any]]) -> None:
+def publish_changes(changes: list[dict[str, Any]], *, wake: bool = False) -> None:
     """Publish committed state changes, one wake-up if any job became waiting: in one round trip on a
     single Redis; on a cluster one after the other, as a cluster client pipelines no PUBLISH."""
     if not changes:
@@ -73,6 +73,8 @@ def publish_changes(changes: list[dict[str, Any]]) -> None:
         for start in range(0, len(changes), CHANGES_PER_MESSAGE)
     ]
     woken = next((c for c in changes if c["to_state"] == JobState.WAITING), None)
+    if woken is None and wake:
+        woken = changes[0]  # a slot of a limited type freed: claim now, here or elsewhere
     if woken is not None:
         messages.append((WAKE, {"job_id": woken["job_id"], "type_code": woken["type_code"]}))
     publish_all(f"{len(changes)} job changes", messages)

@@ -86,6 +86,13 @@ class JobType(models.Model):
         validators=[validators.validate_limit],
         help_text="Most jobs of this type waiting at once; scheduling beyond it is refused. 0 = no limit.",
     )
+    keep_instances = models.PositiveIntegerField(
+        default=0,
+        db_default=0,
+        validators=[validators.validate_limit],
+        help_text="Housekeeping tops the type up to this many jobs waiting, held or working (a continuous "
+        "singleton: 1, with parallel work off). 0 = none kept.",
+    )
     is_enabled = models.BooleanField(default=True, help_text="Off: no new jobs are scheduled or claimed.")
     auto_complete_success = models.BooleanField(
         default=True,

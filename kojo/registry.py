@@ -34,6 +34,7 @@ TYPE_FIELD_VALIDATORS: dict[str, Callable[[Any], None] | None] = {
     "cron_timezone": validators.validate_timezone,
     "schedule_limit": validators.validate_limit,
     "schedule_limit_allowance": validators.validate_limit,
+    "keep_instances": validators.validate_limit,
     "is_enabled": validators.validate_flag,
     "auto_complete_success": validators.validate_flag,
     "auto_delete_interval_duration": validators.validate_duration,

@@ -25,7 +25,7 @@ from django.db import transaction
 
 from kojo import clock
 from kojo.conf import settings
-from kojo.exceptions import RunTakenOver
+from kojo.exceptions import RunTakenOver, WaitingLimitReached
 from kojo.models import Job
 from kojo.scheduling import schedule, start_time
 from kojo.states import JobState, Outcome
@@ -108,6 +108,24 @@ class JobContext:
     def schedule(self, type_code: str, params: dict[str, Any] | None = None, **options: Any) -> Job:
         """Schedule another job, on this job's connection and inside its open transaction, if any."""
         return schedule(type_code, params, **options)
+
+    def schedule_self(self, params: dict[str, Any] | None = None, **options: Any) -> Job:
+        """Schedule the next job of this job's own type (the seeds' "good citizen" that re-schedules
+        itself). When the type's waiting allowance is taken by a sibling already waiting (a cron tick,
+        a kept instance), that sibling is the next job: it is returned, and this job is not failed."""
+        try:
+            return schedule(self.type_code, self.params if params is None else params, **options)
+        except WaitingLimitReached:
+            sibling = (
+                Job.objects.filter(job_type__type_code=self.type_code, state=JobState.WAITING)
+                .exclude(pk=self.id)
+                .order_by("start_after", "id")
+                .first()
+            )
+            if sibling is None:
+                raise
+            self.logger.info("a sibling already waits (job %s): it is the next one", sibling.pk)
+            return sibling
 
     def progress(self, percent: float) -> None:
         """Report progress (0-100); also tells the fleet the job is alive. Writes are rate-limited."""

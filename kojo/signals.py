@@ -26,6 +26,13 @@ job_timed_out = Signal()
 job_crashed = Signal()  # its process died, or its server stopped heartbeating
 job_panicked = Signal()  # its code raised
 
+# A server's pooled workers (``static`` and ``dynamic`` modes), sent in the server's own process as it
+# starts one and as it reaps one: keep receivers quick. Each receives ``pid``, ``index`` (its slot),
+# ``server_pid`` and ``host``; ``worker_stopped`` also ``reason``: "recycled after N jobs", "memory
+# above M MiB", "idle", "stop", "timeout", "abort", "lease lapsed", or "crashed: ..." with how it died.
+worker_started = Signal()
+worker_stopped = Signal()
+
 OUTCOME_SIGNALS = {
     "timed_out": job_timed_out,
     "crashed": job_crashed,

@@ -71,6 +71,7 @@ def transition(
     # On PostgreSQL the change is stamped by the database's clock, read as the row is locked: after
     # whatever changed the row before (its claim), whichever node's clock is off.
     columns = ["state", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration"]
+    columns += ["job_type__schedule_limit", "job_type__can_work_in_parallel", "job_type__readiness"]
     if connections[using].vendor == "postgresql":
         columns.append(clock.Ticking())
     with transaction.atomic(using=using):
@@ -86,8 +87,8 @@ def transition(
             if strict:
                 raise IllegalTransition(job_id, current, to)
             return False
-        _, attempts, type_code, retention = row[:4]
-        now = row[4] if len(row) > 4 else timezone.now()
+        _, attempts, type_code, retention, limit, parallel, readiness = row[:7]
+        now = row[7] if len(row) > 7 else timezone.now()
         # Whatever the change, the job leaves its bucket's shelf (kojo.shelving).
         updates: dict[str, Any] = {"state": to, "state_changed_at": now, "shelved": False, "bucket": ""}
         updates.update(fields)
@@ -117,6 +118,9 @@ def transition(
             attempt=updates.get("attempts", attempts),
             at=now,
             traceback=fields.get("traceback", ""),
+            # A run of a type whose working jobs are counted ended: a slot may be free, and every
+            # server should look now rather than at its next poll.
+            wake=current == JobState.WORKING and (bool(limit) or not parallel or readiness is not None),
             using=using,
         )
         if to in (JobState.COMPLETE_FAILED, JobState.CANCELED):
@@ -150,22 +154,33 @@ def complete_reported(reports: list[ReportedSuccess], *, using: str | None = Non
         with transaction.atomic(using=using, savepoint=False):
             by_id = {report.job_id: report for report in reports}
             current = complete_reported_with_orm(by_id, timezone.now(), using=using)
-    announce([succeeded(pk, type_code) for pk, type_code in current], using=using)
+    # Wake the fleet when a limited type's run ended: a slot is free (see transition()).
+    wake = any(limited for _, _, limited in current)
+    announce([succeeded(pk, type_code) for pk, type_code, _ in current], wake=wake, using=using)
     return len(current)
 
 
 def complete_reported_with_orm(
     by_id: dict[int, ReportedSuccess], now: datetime, *, using: str
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, str, bool]]:
     rows = (
         Job.objects.using(using)
         .select_for_update(of=("self",))
         .filter(pk__in=list(by_id), state=JobState.WORKING)
         .values_list(
-            "pk", "attempts", "job_type__type_code", "job_type__auto_delete_interval_duration", "fence"
+            "pk",
+            "attempts",
+            "job_type__type_code",
+            "job_type__auto_delete_interval_duration",
+            "fence",
+            "job_type__schedule_limit",
+            "job_type__can_work_in_parallel",
+            "job_type__readiness",
         )
     )
-    current = [row[:4] for row in rows if row[4] == by_id[row[0]].fence]
+    rows = [row for row in rows if row[4] == by_id[row[0]].fence]
+    limited = {row[0]: bool(row[5]) or not row[6] or row[7] is not None for row in rows}
+    current = [row[:4] for row in rows]
     if not current:
         return []
     # A result of None is stored as SQL NULL, as transition() stores it, not as JSON null.
@@ -196,7 +211,7 @@ def complete_reported_with_orm(
         )
         for pk, attempts, _, _ in current
     )
-    return [(pk, type_code) for pk, _, type_code, _ in current]
+    return [(pk, type_code, limited[pk]) for pk, _, type_code, _ in current]
 
 
 # The same conditional UPDATE and changelog INSERT as the ORM path, as common table expressions of one
@@ -216,7 +231,9 @@ done AS (
     FROM reported, kojo_job_type AS job_type, done_stamp
     WHERE job.id = reported.id AND job.fence = reported.fence AND job.state = %s
       AND job_type.id = job.job_type_id
-    RETURNING job.id, job.attempts, job_type.type_code, reported.actor, done_stamp.at
+    RETURNING job.id, job.attempts, job_type.type_code, reported.actor, done_stamp.at,
+        job_type.schedule_limit > 0 OR NOT job_type.can_work_in_parallel OR job_type.readiness IS NOT NULL
+            AS limited
 ),
 done_logged AS (
     INSERT INTO kojo_job_state_change (job_id, from_state, to_state, outcome, reason, actor, attempt, at)
@@ -240,11 +257,11 @@ def complete_reported_ctes(reports: list[ReportedSuccess]) -> tuple[str, list[An
 
 def complete_reported_in_one_statement(
     reports: list[ReportedSuccess], *, using: str
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, str, bool]]:
     ctes, params = complete_reported_ctes(reports)
     with connections[using].cursor() as cursor:
-        cursor.execute(f"WITH {ctes} SELECT id, type_code FROM done", params)
-        return [(pk, type_code) for pk, type_code in cursor.fetchall()]
+        cursor.execute(f"WITH {ctes} SELECT id, type_code, limited FROM done", params)
+        return [(pk, type_code, limited) for pk, type_code, limited in cursor.fetchall()]
 
 
 def succeeded(pk: int, type_code: str) -> dict[str, Any]:
@@ -343,6 +360,7 @@ def record(
     at: datetime | None = None,
     traceback: str = "",
     announce_to: list[dict[str, Any]] | None = None,
+    wake: bool = False,
     using: str | None = None,
 ) -> None:
     """Append a changelog row and announce the change once the transaction commits (or add it to
@@ -363,7 +381,7 @@ def record(
     if announce_to is not None:
         announce_to.append(changed)
     else:
-        announce([changed], using=using)
+        announce([changed], wake=wake, using=using)
 
 
 def record_created(
@@ -393,7 +411,7 @@ def change(job_id: int, type_code: str, from_state: str, to_state: str, outcome:
     }
 
 
-def announce(changes: list[dict[str, Any]], *, using: str | None = None) -> None:
+def announce(changes: list[dict[str, Any]], *, wake: bool = False, using: str | None = None) -> None:
     """Once the transaction commits: publish the changes to every node in one round trip, then send
     ``job_state_changed`` (and through it the named signals) for each.
 
@@ -409,25 +427,28 @@ def announce(changes: list[dict[str, Any]], *, using: str | None = None) -> None
         savepoints, callback, _ = connection.run_on_commit[-1]
         if isinstance(callback, Delivery) and set(connection.savepoint_ids) <= savepoints:
             callback.changes.extend(changes)
+            callback.wake = callback.wake or wake
             return
-    transaction.on_commit(Delivery(list(changes)), using=using)
+    transaction.on_commit(Delivery(list(changes), wake), using=using)
 
 
 class Delivery:
-    """An on_commit callback carrying the changes of one transaction (see ``announce``)."""
+    """An on_commit callback carrying the changes of one transaction (see ``announce``); ``wake``:
+    a slot of a limited type may have been freed, so servers should claim now."""
 
-    def __init__(self, changes: list[dict[str, Any]]):
+    def __init__(self, changes: list[dict[str, Any]], wake: bool = False):
         self.changes = changes
+        self.wake = wake
 
     def __call__(self) -> None:
-        deliver(self.changes)
+        deliver(self.changes, wake=self.wake)
 
 
-def deliver(changes: list[dict[str, Any]]) -> None:
+def deliver(changes: list[dict[str, Any]], *, wake: bool = False) -> None:
     """Runs after the commit: a receiver that raises is logged with its job and stops nothing else
     (not the other receivers, not the server that made the change)."""
     try:
-        messaging.publish_changes(changes)
+        messaging.publish_changes(changes, wake=wake)
     except Exception:  # publish_changes logs what Redis says; anything else must not reach the caller
         logger.exception("could not publish %s job changes; servers poll meanwhile", len(changes))
     for item in changes:

@@ -227,3 +227,15 @@ def slow_first_attempt(job):
     if job.attempt == 1:
         time.sleep(30)
     return {"attempt": job.attempt}
+
+
+# KOJO_TEST_WORKER_EVENTS=<path>: the server appends each worker_started / worker_stopped to that file.
+if os.environ.get("KOJO_TEST_WORKER_EVENTS"):
+    import json
+
+    @receiver(kojo.signals.worker_started, dispatch_uid="tests.worker_started")
+    @receiver(kojo.signals.worker_stopped, dispatch_uid="tests.worker_stopped")
+    def log_worker_event(sender, signal, pid, index, reason="", **kwargs):
+        kind = "started" if signal is kojo.signals.worker_started else "stopped"
+        with open(os.environ["KOJO_TEST_WORKER_EVENTS"], "a") as events:
+            events.write(json.dumps({"event": kind, "pid": pid, "index": index, "reason": reason}) + "\n")

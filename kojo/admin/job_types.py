@@ -39,11 +39,15 @@ class JobTypeForm(forms.ModelForm):
             "type_code", "name", "worker", "is_enabled", "queue", "cron_expression", "cron_timezone",
             "cron_overflow",
             "default_importance",
-            "can_work_in_parallel", "schedule_limit", "schedule_limit_allowance", "auto_complete_success",
+            "can_work_in_parallel", "schedule_limit", "schedule_limit_allowance", "keep_instances",
+            "auto_complete_success",
             "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter", "retry_on",
             "readiness", "auto_delete_interval_duration",
         ]
         field_classes = {"readiness": BoundedJSONField}
+
+    def clean_keep_instances(self):
+        return self.cleaned_data.get("keep_instances") or 0
 
     def clean_cron_timezone(self):
         return self.cleaned_data.get("cron_timezone") or "UTC"
@@ -54,6 +58,8 @@ class JobTypeForm(forms.ModelForm):
         self.fields["worker"].help_text = JobType._meta.get_field("worker").help_text
         if "default_importance" in self.fields:
             self.fields["default_importance"].validators.append(validators.validate_importance)
+        if "keep_instances" in self.fields:
+            self.fields["keep_instances"].required = False  # left empty: none kept
 
 
 @admin.register(JobType)
@@ -92,6 +98,7 @@ class JobTypeAdmin(admin.ModelAdmin):
                     "can_work_in_parallel",
                     "schedule_limit",
                     "schedule_limit_allowance",
+                    "keep_instances",
                     "readiness",
                 )
             },

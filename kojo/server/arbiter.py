@@ -31,9 +31,10 @@ from django.db import (
     transaction,
 )
 from django.db.models import Case, F, Value, When
+from django.dispatch import Signal
 
 import kojo
-from kojo import messaging
+from kojo import messaging, signals
 from kojo.checks import stored_type_problems, unapplied_migrations
 from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
 from kojo.conf import settings
@@ -84,6 +85,7 @@ class Child:
     timeout: float = 0.0
     idle_since: float | None = None
     kill_reason: str = ""
+    retiring: str = ""  # why a pooled worker exits on its own or when asked: recycled, memory, idle
     term_sent_at: float | None = None
     pid_recorded: bool = False
 
@@ -410,6 +412,8 @@ class Arbiter:
                 self.quick_deaths = 0
             if child.kill_reason == "lease" and child.kind == "worker":
                 self.quick_deaths = 0  # killed on purpose, not failing to start
+            if child.kind == "worker":
+                self.announce_worker(signals.worker_stopped, child, reason=why_stopped(child, status))
             # A job process that exits 0 on its own has recorded or reported its job's ending; a pooled
             # worker that exits may leave jobs working (running or claimed ahead), as may any child
             # that dies.
@@ -508,7 +512,9 @@ class Arbiter:
         child = self.children.get(int(parts[0]))
         if child is None:
             return
-        if parts[1] == "busy":
+        if parts[1] == "retiring":
+            child.retiring = line.decode().split(" ", 2)[2].strip()
+        elif parts[1] == "busy":
             child.job_id, child.fence, child.timeout = int(parts[2]), int(parts[3]), float(parts[4])
             child.deadline = now + child.timeout if child.timeout else None
             child.idle_since = None
@@ -539,6 +545,16 @@ class Arbiter:
             self.reported_since = time.monotonic() + REPORTED_RETRY  # due again after a pause
             raise
         self.reported = []
+
+    def give_back_unsure(self) -> None:
+        """Jobs a claim took whose answer was lost, never started: back to waiting, their attempt
+        given back, rather than left working under a row about to go (rescued later, charged)."""
+        with bounded():
+            jobs = self.unsure.recover(server_id=self.server.pk)
+        for job in jobs:
+            give_back_unstarted(
+                job, "not started: its claim's answer was lost, and the server stopped", actor=self.actor
+            )
 
     def record_one(self, report: ReportedSuccess) -> None:
         try:
@@ -605,6 +621,15 @@ class Arbiter:
     def spawn(self, child: Child) -> None:
         self.children[child.pid] = child
 
+    def announce_worker(self, signal_: Signal, child: Child, **extra) -> None:
+        """worker_started / worker_stopped; a receiver that raises is logged and stops nothing."""
+        sent = signal_.send_robust(
+            sender=Arbiter, pid=child.pid, index=child.index, server_pid=self.pid, host=self.host, **extra
+        )
+        for receiver, outcome in sent:
+            if isinstance(outcome, Exception):
+                logger.error("a %s receiver %r raised: %r", signal_, receiver, outcome, exc_info=outcome)
+
     def job_children(self) -> list[Child]:
         return [child for child in self.children.values() if child.kind != "housekeeper"]
 
@@ -667,6 +692,7 @@ class Arbiter:
             now = time.monotonic()
             for child in workers:
                 if idle > settings.MIN_WORKERS and child.idle_since and now - child.idle_since > retire_after:
+                    child.retiring = child.retiring or "idle"
                     self.signal_child(child, signal.SIGUSR2)
                     child.idle_since = None
                     idle -= 1
@@ -684,9 +710,11 @@ class Arbiter:
                     queues=self.queues,
                     lease=self.lease,
                 )
-                self.spawn(
-                    Child(pid, "worker", index=index, server_id=self.server.pk, idle_since=time.monotonic())
+                worker = Child(
+                    pid, "worker", index=index, server_id=self.server.pk, idle_since=time.monotonic()
                 )
+                self.spawn(worker)
+                self.announce_worker(signals.worker_started, worker)
                 used.add(index)
 
     # --- the lease ------------------------------------------------------------------------------
@@ -800,6 +828,7 @@ class Arbiter:
             elif child.kind == "worker":
                 self.signal_child(child, signal.SIGUSR2)  # finish the current job, then exit
         self.guarded(lambda: Server.objects.filter(pk=self.server.pk).update(stopping=True))
+        self.guarded(self.give_back_unsure)
         self.flush_reported()
         deadline = time.monotonic() + settings.GRACEFUL_TIMEOUT
         while self.job_children() and self.stop_requested < 2 and time.monotonic() < deadline:
@@ -838,6 +867,19 @@ def describe_database(using: str | None = None) -> str:
     params = connection.settings_dict
     where = ":".join(str(part) for part in (params.get("HOST"), params.get("PORT")) if part)
     return f"{connection.vendor} {params.get('NAME')}" + (f" on {where}" if where else "")
+
+
+def why_stopped(child: Child, status: int) -> str:
+    """A pooled worker's reason to have exited, as worker_stopped says it."""
+    if child.retiring:
+        return child.retiring
+    if child.kill_reason == "lease":
+        return "lease lapsed"
+    if child.kill_reason:
+        return child.kill_reason
+    if status != 0:
+        return describe_exit(status).replace(" without ending the job", "")
+    return "stop"
 
 
 def describe_exit(status: int) -> str:

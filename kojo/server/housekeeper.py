@@ -20,6 +20,7 @@ from django.db import DatabaseError, connections
 from kojo.conf import settings
 from kojo.cron import schedule_due_ticks
 from kojo.exceptions import LockError
+from kojo.keeping import keep_instances
 from kojo.locks import Mutex, mutex
 from kojo.planner import refresh_statistics
 from kojo.pruning import prune_expired
@@ -78,6 +79,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
         chores = [
             lambda: schedule_due_ticks(actor=actor),
             lambda: schedule_due_recurrences(actor=actor),
+            lambda: keep_instances(actor=actor),
             lambda: rescue_orphans(actor=actor),
             bring_back_stranded,
         ]

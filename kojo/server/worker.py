@@ -115,9 +115,14 @@ class Worker:
                     self.idle(settings.POLL_INTERVAL)
                     continue
             self.work(self.claimed.pop(0))
-            if self.worn_out():
+            if worn := self.worn_out():
+                self.report(f"retiring {worn}")
                 break
         self.report("idle")  # pending successes first: they must not wait on the hand-back
+        try:
+            self.claimed += self.unsure.recover(server_id=self.server_id)  # a claim whose answer was lost
+        except DatabaseError:
+            connections.close_all()  # the server's housekeeping rescues them later, then
         self.hand_back(f"not started: worker {self.pid} stopped")
 
     def stop_requested(self, signum, frame) -> None:
@@ -199,11 +204,13 @@ class Worker:
             with_db_retry(lambda job=job: give_back_unstarted(job, reason, actor=self.actor))
         self.claimed = []
 
-    def worn_out(self) -> bool:
-        """Recycle after N jobs or M MiB, so leaks in job code cannot grow without bound."""
+    def worn_out(self) -> str:
+        """Why to recycle now ("" for no reason): after N jobs or M MiB, so leaks in job code cannot
+        grow without bound."""
         if self.max_jobs and self.jobs_done >= self.max_jobs:
-            return True
+            return f"recycled after {self.jobs_done} jobs"
         if self.max_memory_mb:
             peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            return peak_mb > self.max_memory_mb
-        return False
+            if peak_mb > self.max_memory_mb:
+                return f"memory above {self.max_memory_mb:g} MiB (peak {peak_mb:.0f} MiB)"
+        return ""

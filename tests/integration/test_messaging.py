@@ -122,3 +122,27 @@ def test_an_unreachable_redis_never_fails_the_sender(redis_messaging, settings, 
         assert subscriber.fileno() is None
     assert "could not publish a wake message" in caplog.text
     assert "unreachable" in subscriber.problem
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limited", [True, False])
+def test_the_end_of_a_limited_types_run_wakes_the_fleet(
+    subscriber, make_job_type, django_capture_on_commit_callbacks, limited
+):
+    """A slot of a limited type is free once a run ends: every server hears it and claims now, not at
+    its next poll. An unlimited type's ending wakes no one (nothing was waiting for it)."""
+    import kojo
+    from kojo.claims import claim
+    from kojo.runtime import JobContext
+
+    kind = make_job_type(schedule_limit=1 if limited else 0)
+    with django_capture_on_commit_callbacks(execute=True):
+        kojo.schedule(kind.type_code)
+    received(subscriber, 2)  # its own events and wake-up
+    with django_capture_on_commit_callbacks(execute=True):
+        (job,) = claim(1, host="here", pid=1)
+    received(subscriber, 1, timeout=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        JobContext(job).complete_success()
+    names = [name for name, _ in received(subscriber, 2, timeout=2)]
+    assert names == (["events", "wake"] if limited else ["events"])

@@ -87,9 +87,20 @@ def test_each_queue_has_its_own_job_type():
     assert (job_type.type_code, job_type.queue, job_type.worker) == ("task_emails", "emails", RUN_TASK)
 
 
+def with_options(func, **options):
+    """``@task(**options)`` where the decorator forwards kojo's options (Django 6.1, the backport);
+    ``KojoTask(func=..., **options)`` on Django 6.0, whose decorator takes none (as the README says)."""
+    import inspect
+
+    parameters = inspect.signature(compat.task).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return compat.task(**options)(func)
+    return KojoTask(func=func, **options)
+
+
 def test_task_options_create_a_job_type_for_the_task():
-    custom = compat.task(job_type="mail_task", max_attempts=3, timeout="PT5S", schedule_limit=2)(
-        tasks.add.func
+    custom = with_options(
+        tasks.add.func, job_type="mail_task", max_attempts=3, timeout="PT5S", schedule_limit=2
     )
     assert isinstance(custom, KojoTask)
     custom.enqueue(1, 2)

@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from kojo.models import Job
+from kojo.states import JobState
 from tests.server.conftest import wait_for
 
 pytestmark = pytest.mark.server
@@ -40,3 +41,20 @@ def test_three_servers_create_exactly_one_job_per_minute(start_server, make_job_
     assert all(b - a == timedelta(minutes=1) for a, b in zip(ticks, ticks[1:], strict=False))
     for server in servers:
         server.signal(15)
+
+
+def test_a_continuous_singleton_from_keep_instances_runs_one_after_another(
+    start_server, make_job_type, tmp_path
+):
+    from tests.server.helpers import max_overlap
+
+    kind = make_job_type(
+        worker="tests.kojo_jobs.sleep", keep_instances=1, can_work_in_parallel=False, max_attempts=1
+    )
+    start_server("--concurrency", "2", KOJO_TEST_SET_HOUSEKEEPING_INTERVAL="0.2")
+    start_server("--concurrency", "2", KOJO_TEST_SET_HOUSEKEEPING_INTERVAL="0.2")
+    wait_for(
+        lambda: Job.objects.filter(job_type=kind, state=JobState.COMPLETE_SUCCESS).count() >= 5, timeout=40
+    )
+    assert max_overlap(kind) == 1
+    assert Job.objects.filter(job_type=kind, state__in=[JobState.WAITING, JobState.WORKING]).count() <= 1

@@ -211,3 +211,42 @@ def test_jobs_claimed_behind_a_job_longer_than_the_heartbeat_timeout_are_not_orp
     assert Job.objects.get(pk=slow.pk).attempts == 1
     assert not JobStateChange.objects.filter(outcome=Outcome.ORPHANED).exists()
     assert JobStateChange.objects.filter(outcome=Outcome.INTERRUPTED).exists()  # handed back after it
+
+
+def worker_events(path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_worker_lifecycle_signals_say_why_each_worker_stopped(start_server, make_job_type, tmp_path):
+    events = tmp_path / "workers.jsonl"
+    kind = make_job_type(worker="tests.kojo_jobs.sleep")
+    jobs = [kojo.schedule(kind.type_code, {"seconds": 0}) for _ in range(4)]
+    server = start_server(
+        "--mode",
+        "static",
+        "--concurrency",
+        "1",
+        KOJO_TEST_SET_MAX_JOBS_PER_WORKER="2",
+        KOJO_TEST_SET_PREFETCH="1",
+        KOJO_TEST_WORKER_EVENTS=str(events),
+    )
+    wait_for(
+        lambda: (
+            Job.objects.filter(pk__in=[job.pk for job in jobs], state=JobState.COMPLETE_SUCCESS).count() == 4
+        )
+    )
+    wait_for(lambda: len(worker_pids(server)) == 1, message="the third worker")
+    (last,) = worker_pids(server)
+    os.kill(last, signal.SIGKILL)
+    wait_for(lambda: len(worker_pids(server) - {last}) == 1, message="a worker in place of the killed one")
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
+    seen = worker_events(events)
+    stopped = [event["reason"] for event in seen if event["event"] == "stopped"]
+    assert stopped[:2] == ["recycled after 2 jobs", "recycled after 2 jobs"]
+    assert stopped[2].startswith("crashed: process terminated by SIGKILL")
+    assert stopped[3] == "stop"
+    started = [event["pid"] for event in seen if event["event"] == "started"]
+    assert len(started) == 4 and len(stopped) == 4 and set(started) == {event["pid"] for event in seen}
