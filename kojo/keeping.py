@@ -4,8 +4,9 @@ waiting, held or working, once a pass.
 This is the seeds' "continuous singleton" without its fragility: a type with parallel work off and
 ``keep_instances = 1`` always has exactly one job in flight, and a job that ends (well or not) is
 followed by the next on the following pass, without the job having to schedule its successor. The
-count is made under the type's allowance lock (kojo.scheduling), which schedule() callers take too,
-and never waits for it: a type being scheduled right now is topped up on a later pass.
+count is made under the type's allowance lock (kojo.scheduling), never waiting for it; schedule()
+takes that lock only for a type with an allowance, so a job scheduled by hand at the same moment may
+make the count N+1 for a while (never fewer than N: nothing is lost).
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ def schedule(
     }
     created: list[dict[str, Any]] = []  # announced once this savepoint is released: see announce()
     with transaction.atomic(using=using):
-        check_allowance(job_type, using=using)
+        if once != REPLACE:  # a replacement counts against the allowance only when it adds a job
+            check_allowance(job_type, using=using)
         check_dependencies(dependencies, using=using)
         if once_key is None:
             job = create_job(fields, announce_to=created, using=using)
@@ -285,9 +286,11 @@ def clean_overrides(**values: Any) -> dict[str, str]:
     }
     given = {name: value for name, value in values.items() if value is not None}
     for name, value in given.items():
-        if not isinstance(value, str):
+        longest = Job._meta.get_field(name).max_length
+        if not isinstance(value, str) or len(value) > longest:
             raise InvalidSchedule(
-                f"{name} takes text (an ISO 8601 duration, or a backoff name), not {value!r}"
+                f"{name} takes text of at most {longest} characters (an ISO 8601 duration, or a backoff "
+                f"name), not {value!r}"
             )
         try:
             checks[name](value)
@@ -375,53 +378,76 @@ def create_once(fields: dict[str, Any], *, using: str) -> Job:
 
 REPLACE = "replace"
 # What a replacing add-once compares: a pending job with all of these the same is the one asked for.
-REPLACED_WHEN_CHANGED = ("params", "importance", "max_attempts")
+REPLACED_WHEN_CHANGED = ("params", "importance", "max_attempts", "timeout", "retry_interval", "retry_backoff")
 
 
 def replace_once(fields: dict[str, Any], *, timed: bool, using: str) -> Job:
-    """``once="replace"``: the pending job of the key, locked; the same one if nothing changed, else
-    canceled and replaced. Its start time counts as changed when the caller gave one, or when it is
-    not due yet and the caller asked for now. The new row is written without its key first, so that
-    the old one's dependents can move to it before the old one is canceled (which would cancel them
-    too)."""
+    """``once="replace"``: the pending job of the key, the same one if nothing changed, else canceled
+    and replaced. Its start time counts as changed when the caller gave one, or when it is not due yet
+    and the caller asked for now. Callers replacing one key take turns (an advisory lock on it), and
+    no job row is locked before it is replaced: a working job is never waited for. The new row is
+    written without its key first, so that the old one's dependents can move to it before the old one
+    is canceled (which would cancel them too); a round whose old job was claimed meanwhile is undone."""
+    job_type, key = fields["job_type"], fields["once_key"]
+    lock_once_key(job_type, key, using=using)
     for _ in range(3):
-        existing = (
-            Job.objects.using(using)
-            .select_for_update(of=("self",))
-            .filter(job_type=fields["job_type"], once_key=fields["once_key"], state__in=PENDING)
-            .first()
-        )
+        existing = Job.objects.using(using).filter(job_type=job_type, once_key=key, state__in=PENDING).first()
         if existing is None:
+            check_allowance(job_type, using=using)  # a job is added: counted as any
             try:
                 with transaction.atomic(using=using):
                     return create_job(fields, using=using)
             except IntegrityError:
-                continue  # another caller added one meanwhile: replace that one
+                continue  # added meanwhile by a plain add-once call: replace that one
         moved = existing.start_after != fields["start_after"] and (
             timed or existing.start_after > fields["start_after"]
         )
-        if not moved and all(getattr(existing, name) == fields[name] for name in REPLACED_WHEN_CHANGED):
+        same = all(getattr(existing, name) == fields.get(name, "") for name in REPLACED_WHEN_CHANGED)
+        if not moved and same:
             return existing
-        if existing.state == JobState.WORKING:
+        if existing.state != JobState.WAITING:
             raise InvalidSchedule(
-                f"job {existing.pk} with add-once key {fields['once_key']!r} is working: it cannot be "
-                "replaced"
+                f"job {existing.pk} with add-once key {key!r} is {existing.state}: it cannot be replaced"
             )
-        job = create_job(
-            {**fields, "once_key": None}, reason=f"scheduled to replace job {existing.pk}", using=using
-        )
-        JobDependency.objects.using(using).filter(depends_on=existing).update(depends_on=job)
-        transition(
-            existing.pk,
-            JobState.CANCELED,
-            using=using,
-            expect=[JobState.WAITING, JobState.HOLD],
-            reason=f"replaced by job {job.pk} (add-once key {fields['once_key']!r})",
-        )
-        Job.objects.using(using).filter(pk=job.pk).update(once_key=fields["once_key"])
-        job.once_key = fields["once_key"]
+        try:
+            with transaction.atomic(using=using):
+                job = create_job(
+                    {**fields, "once_key": None},
+                    reason=f"scheduled to replace job {existing.pk}",
+                    using=using,
+                )
+                JobDependency.objects.using(using).filter(depends_on=existing).update(depends_on=job)
+                if not transition(
+                    existing.pk,
+                    JobState.CANCELED,
+                    using=using,
+                    expect=[JobState.WAITING],
+                    strict=False,
+                    reason=f"replaced by job {job.pk} (add-once key {key!r})",
+                ):
+                    raise ReplacedMeanwhile
+                Job.objects.using(using).filter(pk=job.pk).update(once_key=key)
+        except ReplacedMeanwhile:
+            continue  # claimed or ended since it was read: look again
+        job.once_key = key
         return job
-    raise InvalidSchedule(f"could not replace add-once job {fields['once_key']!r}: it keeps conflicting")
+    raise InvalidSchedule(f"could not replace add-once job {key!r}: it keeps changing")
+
+
+class ReplacedMeanwhile(Exception):
+    """The job to replace left ``waiting`` between its reading and its cancellation."""
+
+
+def lock_once_key(job_type: JobType, key: str, *, using: str) -> None:
+    """An advisory lock on (type, add-once key) until the transaction ends (PostgreSQL; SQLite runs one
+    writer at a time)."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"kojo-once:{job_type.pk}:{key}"]
+        )
 
 
 def enabled_job_type(type_code: str, *, using: str | None = None) -> JobType:

@@ -871,12 +871,12 @@ def describe_database(using: str | None = None) -> str:
 
 def why_stopped(child: Child, status: int) -> str:
     """A pooled worker's reason to have exited, as worker_stopped says it."""
-    if child.retiring:
-        return child.retiring
     if child.kill_reason == "lease":
         return "lease lapsed"
     if child.kill_reason:
-        return child.kill_reason
+        return child.kill_reason  # killed (timeout, abort, stop): whatever it meant to do on its own
+    if child.retiring:
+        return child.retiring
     if status != 0:
         return describe_exit(status).replace(" without ending the job", "")
     return "stop"

@@ -354,3 +354,45 @@ def test_a_failed_one_statement_schedule_marks_the_callers_transaction_for_rollb
     finally:
         locker.close()
     assert not Job.objects.filter(job_type=kind).exists()
+
+
+def test_once_replace_works_at_a_full_allowance_and_follows_per_job_options(make_job_type):
+    kind = make_job_type(schedule_limit_allowance=1)
+    old = kojo.schedule(kind.type_code, {"v": 1}, once_key="debounce", once="replace")
+    new = kojo.schedule(kind.type_code, {"v": 2}, once_key="debounce", once="replace")  # one out, one in
+    assert new.pk != old.pk and Job.objects.get(pk=old.pk).state == JobState.CANCELED
+    assert kojo.schedule(kind.type_code, {"v": 2}, once_key="debounce", once="replace") == new
+    longer = kojo.schedule(kind.type_code, {"v": 2}, once_key="debounce", once="replace", timeout="PT5M")
+    assert longer.pk != new.pk and longer.timeout == "PT5M"
+    with pytest.raises(WaitingLimitReached):
+        kojo.schedule(kind.type_code, {"v": 3}, once_key="another", once="replace")  # this one adds
+
+
+def test_once_replace_leaves_a_held_job_to_its_operator(make_job_type):
+    kind = make_job_type()
+    held = kojo.schedule(kind.type_code, once_key="k")
+    Job.objects.filter(pk=held.pk).update(state=JobState.HOLD)
+    with pytest.raises(InvalidSchedule, match=f"job {held.pk} .* is hold: it cannot be replaced"):
+        kojo.schedule(kind.type_code, {"new": True}, once_key="k", once="replace")
+
+
+def test_overrides_longer_than_their_columns_are_refused(make_job_type):
+    kind = make_job_type()
+    with pytest.raises(InvalidSchedule, match="timeout takes text of at most 64 characters"):
+        kojo.schedule(kind.type_code, timeout="PT" + "0" * 70 + "1S")
+    assert not Job.objects.filter(job_type=kind).exists()
+
+
+def test_each_captured_commit_delivers_its_own_announcements(
+    make_job_type, django_capture_on_commit_callbacks
+):
+    """A delivery that ran takes no more changes (a test's captured callbacks stay listed after they ran)."""
+    from kojo.transitions import Delivery
+
+    kind = make_job_type()
+    delivered = []
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            job = kojo.schedule(kind.type_code)
+        delivered.append([item["job_id"] for c in callbacks if isinstance(c, Delivery) for item in c.changes])
+        assert delivered[-1] == [job.pk]
