@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from kojo import validators
@@ -151,7 +152,7 @@ GIVEN = ", unnest(%s::jsonb[]) WITH ORDINALITY AS given(params, n)"
 
 
 @functools.cache
-def one_statement_sql(many: bool) -> tuple[str, tuple[str, ...]]:
+def one_statement_sql(many: bool) -> tuple[str, tuple[Field, ...]]:
     """The statement, and the fields whose values (a new Job's) it takes as parameters, in order."""
     columns, values, taken = [], [], []
     for field in Job._meta.concrete_fields:
@@ -163,7 +164,7 @@ def one_statement_sql(many: bool) -> tuple[str, tuple[str, ...]]:
         columns.append(f'"{field.column}"')
         values.append(expression)
         if "%s" in expression:
-            taken.append(field.attname)
+            taken.append(field)
     sql = SCHEDULE_IN_ONE_STATEMENT.format(
         columns=", ".join(columns),
         values=", ".join(values),
@@ -198,7 +199,7 @@ def schedule_in_one_statement(
         max_attempts=max_attempts,
         **overrides,
     )
-    values = [Job._meta.get_field(name).get_db_prep_save(getattr(draft, name), connection) for name in taken]
+    values = [field.get_db_prep_save(getattr(draft, field.attname), connection) for field in taken]
     if many:
         values.append([json.dumps(params) for params in params_list])
     # No savepoint (a round trip each way): inside the caller's transaction a failed statement marks
