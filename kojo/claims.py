@@ -226,7 +226,10 @@ def candidate_query(
         .filter(~Exists(unmet))
     )
     if queues:
-        candidates = candidates.filter(job_type__queue__in=list(queues))
+        # A job's own queue, else its type's.
+        candidates = candidates.filter(
+            Q(queue__in=list(queues)) | Q(queue="", job_type__queue__in=list(queues))
+        )
     return candidates.order_by(*claim_order(oldest_first)).select_for_update(skip_locked=True, of=("self",))
 
 

@@ -177,7 +177,7 @@ def servers(job: Job, now, using: str) -> list[str]:
         .filter(heartbeat_at__gt=now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT), stopping=False)
         .exclude(mode=Server.FOREGROUND)  # a kojo_run of one job claims nothing else
     )
-    queue = job.job_type.queue
+    queue = job.effective_queue
     if not live:
         return ["no live server: start `manage.py kojo_server`"]
     serving = [server for server in live if not server.queues or queue in server.queues]
@@ -202,7 +202,7 @@ def place_in_line(job: Job, now, using: str) -> list[str]:
     ahead = (
         Job.objects.using(using)
         .filter(state=JobState.WAITING, shelved=False, start_after__lte=now, job_type__is_enabled=True)
-        .filter(job_type__queue=job.job_type.queue)
+        .filter(Q(queue=job.effective_queue) | Q(queue="", job_type__queue=job.effective_queue))
         .filter(
             Q(importance__gt=job.importance)
             | Q(importance=job.importance, start_after__lt=job.start_after)
@@ -210,4 +210,4 @@ def place_in_line(job: Job, now, using: str) -> list[str]:
         )
         .count()
     )
-    return [f"{ahead} due job(s) of queue {job.job_type.queue!r} come before it in claim order"]
+    return [f"{ahead} due job(s) of queue {job.effective_queue!r} come before it in claim order"]

@@ -198,8 +198,22 @@ def snapshot(*, now: datetime | None = None, window: timedelta = WINDOW) -> Snap
         failures=failure_counts(type_codes, since, start_id),
         latency=scheduling_latency(since, start_id),
         unserved=unserved_types(
-            types, [server for server in fleet if server.alive and server.mode != Server.FOREGROUND], jobs
+            types + own_queues(),
+            [server for server in fleet if server.alive and server.mode != Server.FOREGROUND],
+            jobs,
         ),
+    )
+
+
+def own_queues() -> list[tuple[int, str, str, str]]:
+    """Each type with waiting jobs given a queue of their own, once per such queue, as ``types`` lists
+    them: those jobs are served by the servers of that queue, not of the type's."""
+    return list(
+        Job.objects.filter(state=JobState.WAITING)
+        .exclude(queue="")
+        .order_by()
+        .values_list("job_type_id", "job_type__type_code", "job_type__worker", "queue")
+        .distinct()
     )
 
 

@@ -202,6 +202,9 @@ class Job(models.Model):
     retry_backoff = models.CharField(
         max_length=16, blank=True, default="", db_default="", help_text="Overrides the type's."
     )
+    queue = models.CharField(
+        max_length=100, blank=True, default="", db_default="", help_text="Overrides the type's."
+    )
     # Set when claimed: mirrors the type's can_work_in_parallel=False, so the database can forbid overlap.
     singleton = models.BooleanField(default=False)
     once_key = models.CharField(max_length=128, null=True, blank=True, help_text="Add-once identity.")
@@ -312,6 +315,11 @@ class Job(models.Model):
         """The job's own timeout, else its type's; None for none."""
         timeout = self.timeout or self.job_type.timeout
         return parse_duration(timeout) if timeout else None
+
+    @property
+    def effective_queue(self) -> str:
+        """The queue servers claim this job from: its own, else its type's."""
+        return self.queue or self.job_type.queue
 
     @property
     def is_finished(self) -> bool:

@@ -57,6 +57,7 @@ def schedule(
     timeout: str | None = None,
     retry_interval: str | None = None,
     retry_backoff: str | None = None,
+    queue: str | None = None,
     depends_on: Iterable[Job | int] = (),
     using: str | None = None,
 ) -> Job:
@@ -70,7 +71,8 @@ def schedule(
     (InvalidSchedule).
     ``depends_on`` names jobs that must complete successfully first; if one fails or is canceled, this
     job is canceled with the reason recorded. ``max_attempts``, ``timeout`` and ``retry_interval`` (ISO
-    8601 durations) and ``retry_backoff`` override the type's for this job.
+    8601 durations), ``retry_backoff`` and ``queue`` override the type's for this job: only servers
+    serving that queue claim it.
     """
     using = using or settings.DATABASE
     params = clean_params(params)
@@ -78,7 +80,9 @@ def schedule(
     if importance is not None:
         importance = clean_importance(importance)
     clean_max_attempts(max_attempts)
-    overrides = clean_overrides(timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff)
+    overrides = clean_overrides(
+        timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff, queue=queue
+    )
     dependencies = sorted({getattr(item, "pk", item) for item in depends_on})
     if not (once or once_key is not None or dependencies) and connections[using].vendor == "postgresql":
         jobs = schedule_in_one_statement(
@@ -231,6 +235,7 @@ def schedule_many(
     timeout: str | None = None,
     retry_interval: str | None = None,
     retry_backoff: str | None = None,
+    queue: str | None = None,
     using: str | None = None,
 ) -> list[Job]:
     """Schedule one job of ``type_code`` per params object, in one transaction with one INSERT for the
@@ -247,7 +252,9 @@ def schedule_many(
     if importance is not None:
         importance = clean_importance(importance)
     clean_max_attempts(max_attempts)
-    overrides = clean_overrides(timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff)
+    overrides = clean_overrides(
+        timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff, queue=queue
+    )
     if not cleaned:
         enabled_job_type(type_code, using=using)  # an unknown or disabled type is refused all the same
         return []
@@ -279,19 +286,21 @@ def schedule_many(
 
 
 def clean_overrides(**values: Any) -> dict[str, str]:
-    """A job's own timeout, retry interval and backoff, checked as the type's are; those given only."""
+    """A job's own timeout, retry interval, backoff and queue, checked as the type's are; those given
+    only."""
     checks = {
         "timeout": validators.validate_duration,
         "retry_interval": validators.validate_duration,
         "retry_backoff": validators.validate_backoff,
+        "queue": validators.validate_queue,
     }
     given = {name: value for name, value in values.items() if value is not None}
     for name, value in given.items():
         longest = Job._meta.get_field(name).max_length
         if not isinstance(value, str) or len(value) > longest:
+            what = "a queue name" if name == "queue" else "an ISO 8601 duration, or a backoff name"
             raise InvalidSchedule(
-                f"{name} takes text of at most {longest} characters (an ISO 8601 duration, or a backoff "
-                f"name), not {value!r}"
+                f"{name} takes text of at most {longest} characters ({what}), not {value!r}"
             )
         try:
             checks[name](value)
@@ -379,7 +388,8 @@ def create_once(fields: dict[str, Any], *, using: str) -> Job:
 
 REPLACE = "replace"
 # What a replacing add-once compares: a pending job with all of these the same is the one asked for.
-REPLACED_WHEN_CHANGED = ("params", "importance", "max_attempts", "timeout", "retry_interval", "retry_backoff")
+REPLACED_WHEN_CHANGED = ("params", "importance", "max_attempts", "timeout", "retry_interval")
+REPLACED_WHEN_CHANGED += ("retry_backoff", "queue")
 
 
 def replace_once(fields: dict[str, Any], *, timed: bool, using: str) -> Job:

@@ -140,6 +140,13 @@ def text_validator(max_length: int):
     return validate_text
 
 
+def validate_queue(value: str) -> None:
+    """A job's own queue: the name a server serves (``--queue``); empty would mean "the type's"."""
+    text_validator(100)(value)
+    if not value.strip():
+        raise ValidationError("A queue name cannot be empty or blank.", code="invalid_queue")
+
+
 def validate_worker(value: str) -> None:
     """Only workers registered in code may run: an admin cannot point a type at ``os.system``."""
     from kojo.registry import registry

@@ -83,6 +83,21 @@ def test_queues_select_job_types(make_job_type):
     assert [job.pk for job in claim(5, queues=["reports"])] == [report.pk]
 
 
+def test_a_jobs_own_queue_overrides_its_types(make_job_type):
+    import kojo
+
+    kind = make_job_type(queue="mail")
+    urgent = kojo.schedule(kind.type_code, queue="urgent")
+    plain = kojo.schedule(kind.type_code)
+    assert Job.objects.get(pk=urgent.pk).queue == "urgent"
+    assert [job.pk for job in claim(5, queues=["mail"])] == [plain.pk]
+    assert [job.pk for job in claim(5, queues=["urgent"])] == [urgent.pk]
+    (many,) = kojo.schedule_many(kind.type_code, [{}], queue="urgent")
+    assert [job.pk for job in claim(5, queues=["default", "urgent"])] == [many.pk]
+    kojo.schedule(kind.type_code, queue="elsewhere")
+    assert len(claim(5)) == 1  # a server serving every queue serves every job's own
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_claims_never_take_the_same_job(make_job_type):
     kind = make_job_type()

@@ -318,6 +318,11 @@ def test_a_job_may_override_its_types_timeout_and_retry_policy(make_job_type):
         ({"retry_interval": "PT"}, "retry_interval: "),
         ({"retry_backoff": "random"}, "retry_backoff: 'random' is not a retry backoff"),
         ({"timeout": 5}, "timeout takes text"),
+        ({"queue": ""}, "queue: A queue name cannot be empty"),
+        ({"queue": "  "}, "queue: A queue name cannot be empty"),
+        ({"queue": "q" * 101}, r"queue takes text of at most 100 characters \(a queue name\)"),
+        ({"queue": ["mail"]}, "queue takes text"),
+        ({"queue": "mail\x00"}, "queue: .* is not valid text"),
     ],
 )
 def test_bad_per_job_overrides_are_refused_and_nothing_is_written(make_job_type, options, message):
@@ -364,6 +369,10 @@ def test_once_replace_works_at_a_full_allowance_and_follows_per_job_options(make
     assert kojo.schedule(kind.type_code, {"v": 2}, once_key="debounce", once="replace") == new
     longer = kojo.schedule(kind.type_code, {"v": 2}, once_key="debounce", once="replace", timeout="PT5M")
     assert longer.pk != new.pk and longer.timeout == "PT5M"
+    moved = kojo.schedule(
+        kind.type_code, {"v": 2}, once_key="debounce", once="replace", timeout="PT5M", queue="urgent"
+    )
+    assert moved.pk != longer.pk and moved.queue == "urgent"
     with pytest.raises(WaitingLimitReached):
         kojo.schedule(kind.type_code, {"v": 3}, once_key="another", once="replace")  # this one adds
 
