@@ -54,8 +54,9 @@ def explain(job_id: int, *, using: str | None = None, run_here: bool = False) ->
     using = using or settings.DATABASE
     job = Job.objects.using(using).select_related("job_type", "server").get(pk=job_id)
     now = database_now(using)
+    history = outcomes(job, using)
     if job.state != JobState.WAITING:
-        return Explanation(job.pk, job.state, [not_waiting(job, now, using)], [])
+        return Explanation(job.pk, job.state, [not_waiting(job, now, using)], history)
     blockers = []
     job_type = job.job_type
     if not job_type.is_enabled:
@@ -73,8 +74,16 @@ def explain(job_id: int, *, using: str | None = None, run_here: bool = False) ->
     elif job_type.worker not in registry.workers:
         blockers.append(f"its worker {job_type.worker!r} is not registered in this process's code")
     if blockers or run_here:
-        return Explanation(job.pk, job.state, blockers, [])
-    return Explanation(job.pk, job.state, blockers, place_in_line(job, now, using))
+        return Explanation(job.pk, job.state, blockers, history)
+    return Explanation(job.pk, job.state, blockers, place_in_line(job, now, using) + history)
+
+
+def outcomes(job: Job, using: str) -> list[str]:
+    """How its earlier attempts ended, counted per outcome; nothing for a job that never ran."""
+    counts = job.outcome_counts(using)
+    if not counts:
+        return []
+    return ["attempts so far: " + ", ".join(f"{outcome} {n}" for outcome, n in counts.items())]
 
 
 def seconds(delta: timedelta) -> str:

@@ -321,6 +321,20 @@ class Job(models.Model):
         """The queue servers claim this job from: its own, else its type's."""
         return self.queue or self.job_type.queue
 
+    def outcome_counts(self, using: str | None = None) -> dict[str, int]:
+        """How its attempts ended so far, from the changelog: {"crashed": 2, "retry": 1, ...}, in
+        Outcome's order, outcomes that never happened left out (Kōjō's times crashed, retried, held)."""
+        rows = (
+            JobStateChange.objects.using(using or self._state.db)
+            .filter(job_id=self.pk)
+            .exclude(outcome="")
+            .order_by()
+            .values_list("outcome")
+            .annotate(n=models.Count("id"))
+        )
+        counted = dict(rows)
+        return {outcome: counted[outcome] for outcome in Outcome.values if outcome in counted}
+
     @property
     def is_finished(self) -> bool:
         from kojo.states import TERMINAL

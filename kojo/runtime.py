@@ -76,6 +76,10 @@ class JobContext:
         # Ended once the ending commits (at once outside a transaction); a rollback undoes it.
         transaction.on_commit(lambda: setattr(self, "ended", target), using=settings.DATABASE)
 
+    def outcome_counts(self) -> dict[str, int]:
+        """How this job's earlier attempts ended: {"crashed": 1, "timed_out": 2, ...} (one query)."""
+        return self._job.outcome_counts()
+
     def complete_success(self, result: Any = None) -> None:
         """Finish well now, keeping ``result`` (JSON) on the job."""
         result = json_result(result)

@@ -229,6 +229,17 @@ def slow_first_attempt(job):
     return {"attempt": job.attempt}
 
 
+@kojo.worker
+def reports_its_history(job):
+    """Crash on the first attempt, ask for a retry on the second, then return how they ended."""
+    if job.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if job.attempt == 2:
+        job.retry(reason="once more")
+        return None
+    return job.outcome_counts()
+
+
 # KOJO_TEST_WORKER_EVENTS=<path>: the server appends each worker_started / worker_stopped to that file.
 if os.environ.get("KOJO_TEST_WORKER_EVENTS"):
     import json

@@ -86,12 +86,18 @@ class JobAdmin(ReadOnlyAdmin):
     sortable_by = ("id",)
     actions = ["run_now", "cancel", "abort", "retry", "hold", "release"]
     inlines = [JobDependencyInline, JobStateChangeInline]
-    readonly_fields = ("why_not_running",)
+    readonly_fields = ("why_not_running", "attempts_by_outcome")
 
     def get_fields(self, request, obj=None):
         """The explanation first: it is what an operator opens a waiting job's page for."""
-        fields = [name for name in super().get_fields(request, obj) if name != "why_not_running"]
-        return ["why_not_running", *fields] if obj is not None else fields
+        shown = [name for name in super().get_fields(request, obj) if name not in self.readonly_fields]
+        return ["why_not_running", "attempts_by_outcome", *shown] if obj is not None else shown
+
+    @admin.display(description="attempts by outcome")
+    def attempts_by_outcome(self, job: Job) -> str:
+        """Counted from the changelog: times crashed, timed out, retried, held..."""
+        counts = job.outcome_counts()
+        return ", ".join(f"{outcome} {n}" for outcome, n in counts.items()) or "none ended yet"
 
     @admin.display(description="why not running")
     def why_not_running(self, job: Job) -> str:

@@ -198,3 +198,28 @@ def test_the_admin_page_of_a_job_shows_why(admin_client, make_job_type, server_r
     job = kojo.schedule(make_job_type().type_code, delay=60)
     page = admin_client.get(reverse("admin:kojo_job_change", args=[job.pk])).content.decode()
     assert "why not running" in page.lower() and "not due until" in page
+
+
+def test_attempts_are_counted_by_how_they_ended(admin_client, make_job_type, server_row):
+    """Kōjō's times crashed, retried, held: from the changelog, in the explanation, the command's JSON
+    and the admin page."""
+    from django.urls import reverse
+
+    from kojo.models import JobStateChange
+    from kojo.states import Outcome
+
+    server_row()
+    job = kojo.schedule(make_job_type().type_code)
+    assert job.outcome_counts() == {} and explain(job.pk).notes[-1].startswith("0 due job(s)")
+    for outcome in (Outcome.CRASHED, Outcome.RETRY, Outcome.CRASHED, Outcome.TIMED_OUT):
+        JobStateChange.objects.create(
+            job=job, from_state=JobState.WORKING, to_state=JobState.WAITING, outcome=outcome
+        )
+    expected = {Outcome.RETRY: 1, Outcome.CRASHED: 2, Outcome.TIMED_OUT: 1}
+    assert job.outcome_counts() == expected and list(job.outcome_counts()) == list(expected)
+    assert explain(job.pk).notes[-1] == "attempts so far: retry 1, crashed 2, timed_out 1"
+    out = StringIO()
+    call_command("kojo_explain", str(job.pk), "--json", stdout=out)
+    assert json.loads(out.getvalue())["outcomes"] == expected
+    page = admin_client.get(reverse("admin:kojo_job_change", args=[job.pk])).content.decode()
+    assert "attempts by outcome" in page.lower() and "retry 1, crashed 2, timed_out 1" in page

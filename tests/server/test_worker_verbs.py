@@ -1,5 +1,6 @@
 """What a worker may ask of its job, each through a real server: hold, fail for good, log, end twice,
-return without an ending where the type does not auto-complete, back off, and retry after a timeout."""
+return without an ending where the type does not auto-complete, back off, retry after a timeout, and
+count how its attempts ended."""
 
 import pytest
 
@@ -107,3 +108,14 @@ def test_a_jobs_own_timeout_stops_it_where_its_type_has_none(server, make_job_ty
     job = settled(kojo.schedule(kind.type_code, {"seconds": 30}, timeout="PT1S"))
     assert job.state == JobState.COMPLETE_FAILED
     assert [outcome for outcome, _ in changes(job)] == [Outcome.TIMED_OUT]
+
+
+def test_a_job_reads_how_its_earlier_attempts_ended(server, make_job_type):
+    from kojo.explain import explain
+
+    kind = make_job_type(worker="tests.kojo_jobs.reports_its_history", max_attempts=3, retry_interval="PT0S")
+    job = settled(kojo.schedule(kind.type_code))
+    assert (job.state, job.attempts) == (JobState.COMPLETE_SUCCESS, 3)
+    assert job.result == {Outcome.CRASHED: 1, Outcome.RETRY: 1}
+    assert job.outcome_counts() == {Outcome.RETRY: 1, Outcome.CRASHED: 1, Outcome.SUCCEEDED: 1}
+    assert "attempts so far: succeeded 1, retry 1, crashed 1" in explain(job.pk).notes

@@ -27,6 +27,7 @@ class Command(BaseCommand):
                 "runnable": explanation.runnable,
                 "blockers": explanation.blockers,
                 "notes": explanation.notes,
+                "outcomes": Job.objects.get(pk=job_id).outcome_counts(),
             }
             self.stdout.write(json.dumps(record))
         else:
