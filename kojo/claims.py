@@ -1,15 +1,17 @@
 """Claiming due jobs: the one place a job goes from waiting to working.
 
-The claim honours, across every server at once, each type's ``schedule_limit`` and
-``can_work_in_parallel``: candidate rows are locked with ``SKIP LOCKED`` so servers never wait on each
-other's candidates, and the row of each limited type is locked while its working jobs are counted, so
-two servers cannot both take the last slot. A partial unique index on working singleton jobs backs
-this up in the database. On SQLite (one machine), the IMMEDIATE transaction mode serialises claims.
+The claim honours, across every server at once, each type's ``schedule_limit``,
+``can_work_in_parallel`` and ``rate_limit`` (kojo.rates): candidate rows are locked with ``SKIP
+LOCKED`` so servers never wait on each other's candidates, and the row of each limited type is locked
+while its working jobs (or recent starts) are counted, so two servers cannot both take the last slot.
+A partial unique index on working singleton jobs backs this up in the database. On SQLite (one
+machine), the IMMEDIATE transaction mode serialises claims.
 
 Most claims need none of that counting. On PostgreSQL a claim first tries one statement that records
 the successes it carries, locks the first due candidates and, if none of their types needs admission
-(a limit, a singleton, readiness criteria), marks them working: one round trip and one commit. When one
-does, that statement takes nothing and the full claim below decides, as it does on SQLite.
+(a limit, a singleton, readiness criteria, a rate), marks them working: one round trip and one
+commit. When one does, that statement takes nothing and the full claim below decides, as it does on
+SQLite.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from kojo import rates
 from kojo.conf import settings
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
@@ -247,12 +250,14 @@ def in_claim_order(jobs: list[Job], oldest_first: bool) -> list[Job]:
 
 # The placeholder for "now" in the compiled candidate query, replaced at each claim.
 DUE_BY = datetime(2000, 1, 1, tzinfo=UTC)
-# Types whose jobs the one-statement claim leaves to the full claim: their working jobs must be counted
-# under the type's row lock first (a limit, a singleton, bucket limits), or a readiness check must run.
+# Types whose jobs the one-statement claim leaves to the full claim: their working jobs (or recent
+# starts) must be counted under the type's row lock first (a limit, a singleton, bucket limits, a rate),
+# or a readiness check must run.
 NEEDS_ADMISSION = (
     Q(job_type__schedule_limit__gt=0)
     | Q(job_type__can_work_in_parallel=False)
     | Q(job_type__readiness__isnull=False)
+    | ~Q(job_type__rate_limit="")
 )
 # After a one-statement claim found such a job among its candidates, this process's claims take the
 # full path for a while instead of trying the statement first each time.
@@ -482,6 +487,7 @@ def mark_working(
     actor = actor_of(host, pid)
     write = mark_in_one_statement if connections[using].vendor == "postgresql" else mark_with_orm
     claimed = write([job.pk for job in jobs], admission.singletons, fields, actor, using=using)
+    rates.save_windows(list(admission.rates.values()), using=using)
     # Only a claim without row locks (SQLite) can lose a job it chose: keep what was really taken.
     jobs = [job for job in jobs if job.pk in claimed]
     for job in jobs:
@@ -593,6 +599,7 @@ class Admission:
         self.shelved: set[int] = set()
         self.readiness: dict[int, Any] = {}  # type id -> its criteria, read under the type's lock
         self.confirmed: set[int] = set()  # types read again under a share lock: still no admission
+        self.rates: dict[int, rates.Windows] = {}  # rate-limited type id -> its recent starts
         self.holds_type_locks = False
 
     @property
@@ -623,17 +630,25 @@ class Admission:
                 elif self.shelf.passed_over(job, buckets):
                     self.shelved.add(job.pk)
                 continue
+            window = self.rates.get(type_id)
+            if window is not None and not window.admits(job.params):
+                passed_over += 1
+                if window.whole_type_full():
+                    self.full.add(type_id)
+                continue
             if type_id in self.free:
                 self.free[type_id] -= 1
             if buckets is not None:
                 buckets.add(job.params)
+            if window is not None:
+                window.take(job.params)
             self.shelf.took(job, buckets)
             self.chosen.append(job)
         return passed_over
 
     @property
     def counted(self) -> set[int]:
-        return set(self.free) | set(self.buckets) | self.confirmed
+        return set(self.free) | set(self.buckets) | set(self.rates) | self.confirmed
 
     def count_limited(self, type_ids: set[int]) -> None:
         """Count the working jobs of limited types under their rows' locks. Only a claim's first pass
@@ -648,11 +663,14 @@ class Admission:
         locked = lock_types(sorted(type_ids), lock, using=self.using)
         for pk in type_ids - {job_type.pk for job_type in locked}:
             self.free[pk] = 0  # held by another claimer right now: none of its jobs this time
+        rated = []
         for job_type in locked:
             pk = job_type.pk
             if not job_type.is_enabled:
                 self.free[pk] = 0  # disabled since the candidates were read
                 continue
+            if job_type.rate_limit:
+                rated.append(job_type)
             if not job_type.can_work_in_parallel:
                 limits[pk] = 1
                 self.singletons.add(pk)
@@ -661,6 +679,7 @@ class Admission:
             self.readiness[pk] = job_type.readiness
             if job_type.readiness:
                 criteria[pk] = job_type.readiness
+        self.rates.update(rates.read_windows(rated, using=self.using))
         counts, params = working_jobs(set(limits) - set(criteria), set(criteria), using=self.using)
         for pk, limit in limits.items():
             self.free[pk] = limit - counts[pk]
@@ -741,9 +760,11 @@ def placeholders(values: Sequence[Any] | set[Any]) -> str:
 
 
 def is_limited(job_type: JobType) -> bool:
-    """Types whose working jobs must be counted under their row lock before one more is claimed."""
+    """Types whose working jobs (or recent starts) must be counted under their row lock before one more
+    is claimed."""
     return (
         bool(job_type.schedule_limit)
         or not job_type.can_work_in_parallel
         or bool(job_type.readiness and bucket_keys(job_type.readiness))
+        or bool(job_type.rate_limit)
     )

@@ -2,7 +2,7 @@
 
 ``explain(job)`` goes through what a claim checks, in the order it checks it (kojo.claims): the job's
 state, its type switched on, its start time by the database's clock, its dependencies, its type's
-limit, the buckets and checks of its readiness criteria, and then whether any live server serves its
+limit and rate, the buckets and checks of its readiness criteria, and then whether any live server serves its
 queue and can run its worker. Read without locks, so it is a snapshot: the next claim may already
 see otherwise. ``manage.py kojo_explain`` prints it, and the job's admin page shows it.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from kojo import readiness
+from kojo import rates, readiness
 from kojo.claims import is_limited
 from kojo.clock import database_now
 from kojo.conf import settings
@@ -134,6 +134,14 @@ def limits(job: Job, using: str) -> list[str]:
         if count >= limit:
             kind = "a singleton" if not job_type.can_work_in_parallel else "at its limit"
             found.append(f"its type {job_type.type_code!r} is {kind}: {count}/{limit} working ({named(ids)})")
+    full = rates.next_start(job, database_now(using), using=using)
+    if full is not None:
+        keys = rates.parse_keys(job_type.rate_key)
+        bucket = f" for {', '.join(f'{key}={job.params.get(key)!r}' for key in keys)}" if keys else ""
+        found.append(
+            f"its type's rate {job_type.rate_limit} is used up{bucket}: {full[0]} started in the last "
+            f"{rates.parse_rate(job_type.rate_limit).seconds:g} s; one more may start in {full[1]:.1f} s"
+        )
     if job_type.readiness:
         with_params = list(working.values_list("id", "params"))
         buckets = Buckets(job_type.readiness, [params for _, params in with_params])

@@ -142,6 +142,25 @@ class JobType(models.Model):
     queue = models.CharField(
         max_length=100, default="default", help_text="Servers may serve chosen queues only."
     )
+    # Database defaults, so that servers of an earlier version still insert rows during a rolling deploy.
+    rate_limit = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[validators.validate_rate],
+        help_text="At most this many starts in any window, across the fleet: 60/m, 5/s, 1000/h, 10000/d or "
+        "100/PT30S. Empty = no rate limit.",
+    )
+    rate_key = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[validators.validate_rate_key],
+        help_text="Params keys (comma separated) whose values each get a window of their own, e.g. "
+        "customer. Empty = one window for the whole type.",
+    )
     # The newest cron tick a job was created for; claiming a tick is one conditional UPDATE of this
     # column, so a tick runs once even after its job was pruned.
     last_cron_tick = models.DateTimeField(null=True, blank=True, editable=False)
@@ -365,6 +384,24 @@ class JobStateChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_state or 'new'} → {self.to_state}"
+
+
+class RateWindow(models.Model):
+    """The recent starts of one bucket of a rate-limited type (kojo.rates), by the database's clock:
+    read and rewritten by the claim under the type's row lock."""
+
+    job_type = models.ForeignKey(JobType, on_delete=models.CASCADE, related_name="+")
+    bucket = models.CharField(max_length=32, blank=True, default="")  # "" for the whole type
+    starts = models.JSONField(default=list)  # epoch seconds, oldest first, within the window
+    last_start = models.DateTimeField()
+
+    class Meta:
+        db_table = "kojo_rate_window"
+        constraints = [models.UniqueConstraint(fields=["job_type", "bucket"], name="kojo_rate_window_once")]
+        indexes = [models.Index(fields=["last_start"], name="kojo_rate_window_last_start")]
+
+    def __str__(self) -> str:
+        return f"rate window of {self.job_type_id} {self.bucket or '(whole type)'}"
 
 
 class Server(models.Model):

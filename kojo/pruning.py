@@ -1,4 +1,5 @@
-"""Deleting finished jobs once their type's retention (``auto_delete_interval_duration``) has passed."""
+"""Deleting finished jobs once their type's retention (``auto_delete_interval_duration``) has passed,
+and rate windows no job has entered for long."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 from django.db import transaction
 
-from kojo import clock
+from kojo import clock, rates
 from kojo.conf import settings
 from kojo.models import Job
 
@@ -36,4 +37,11 @@ def prune_expired(max_batches: int = 10) -> int:
             break
     if deleted:
         logger.info("pruned %s finished jobs", deleted)
+    return deleted
+
+
+def prune_rate_windows() -> int:
+    deleted = rates.prune_stale(using=settings.DATABASE)
+    if deleted:
+        logger.info("pruned %s stale rate windows", deleted)
     return deleted

@@ -46,6 +46,8 @@ TYPE_FIELD_VALIDATORS: dict[str, Callable[[Any], None] | None] = {
     "queue": validators.text_validator(100),
     "retry_on": validators.validate_exception_classes,
     "readiness": validators.validate_readiness,
+    "rate_limit": validators.validate_rate,
+    "rate_key": validators.validate_rate_key,
 }
 
 

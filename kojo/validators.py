@@ -140,6 +140,29 @@ def text_validator(max_length: int):
     return validate_text
 
 
+def validate_rate(value: str) -> None:
+    """A fleet-wide rate limit such as 60/m (kojo.rates); empty for none."""
+    from kojo.rates import InvalidRate, parse_rate
+
+    if value == "":
+        return
+    try:
+        parse_rate(value)
+    except InvalidRate as error:
+        raise ValidationError(str(error), code="invalid_rate") from None
+
+
+def validate_rate_key(value: str) -> None:
+    """Params keys, comma separated, each with a window of its own; empty for one window per type."""
+    text_validator(200)(value)
+    if value and any(not key.strip() for key in value.split(",")):
+        raise ValidationError(
+            "%(value)r is not a list of params keys: separate names with commas, none empty.",
+            code="invalid_rate_key",
+            params={"value": value},
+        )
+
+
 def validate_queue(value: str) -> None:
     """A job's own queue: the name a server serves (``--queue``); empty would mean "the type's"."""
     text_validator(100)(value)

@@ -100,6 +100,8 @@ class JobTypeAdmin(admin.ModelAdmin):
                     "schedule_limit_allowance",
                     "keep_instances",
                     "readiness",
+                    "rate_limit",
+                    "rate_key",
                 )
             },
         ),

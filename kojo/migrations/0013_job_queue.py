@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kojo', '0012_keep_instances'),
+        ("kojo", "0012_keep_instances"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='queue',
-            field=models.CharField(blank=True, db_default='', default='', help_text="Overrides the type's.", max_length=100),
+            model_name="job",
+            name="queue",
+            field=models.CharField(
+                blank=True, db_default="", default="", help_text="Overrides the type's.", max_length=100
+            ),
         ),
     ]

@@ -23,7 +23,7 @@ from kojo.exceptions import LockError
 from kojo.keeping import keep_instances
 from kojo.locks import Mutex, mutex
 from kojo.planner import refresh_statistics
-from kojo.pruning import prune_expired
+from kojo.pruning import prune_expired, prune_rate_windows
 from kojo.recurrence import schedule_due_recurrences
 from kojo.redis_errors import Throttled
 from kojo.server import exitcodes, lease
@@ -84,7 +84,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             bring_back_stranded,
         ]
         if started - last_prune > 30 * settings.HOUSEKEEPING_INTERVAL:
-            chores += [prune_expired, forget_dead_servers]
+            chores += [prune_expired, prune_rate_windows, forget_dead_servers]
             last_prune = started
         if started - last_analysis > ANALYSIS_EVERY:
             last_analysis = started

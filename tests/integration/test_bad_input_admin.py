@@ -209,6 +209,15 @@ REGISTRAR_CASES = [
     ({"readiness": {"limit": -1}}, "'limit' takes a whole number"),
     ({"readiness": {"limit": 1, "key": "\x00"}}, "'key' takes a params key"),
     ({"readiness": [[[[[[[[[[{"limit": 1}]]]]]]]]]]}, "nested more than 8 levels deep"),
+    ({"rate_limit": "60/minute"}, "'60/minute': its window is not s, m, h, d or a duration"),
+    ({"rate_limit": "sixty/m"}, "'sixty/m' is not a rate: write starts per window, such as 60/m"),
+    ({"rate_limit": "0/m"}, "allow from 1 to 10000 starts per window"),
+    ({"rate_limit": "20000/d"}, "allow from 1 to 10000 starts per window"),
+    ({"rate_limit": "5/P2D"}, "the window must be longer than 0 s and at most one day"),
+    ({"rate_limit": "5/PT0S"}, "the window must be longer than 0 s"),
+    ({"rate_limit": 60}, "60 is not a rate"),
+    ({"rate_key": "customer,,region"}, "is not a list of params keys"),
+    ({"rate_key": "k" * 201}, "use at most 200 characters"),
     ({"priority": 5}, "'priority' is not a job type field"),
 ]
 

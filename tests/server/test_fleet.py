@@ -33,6 +33,27 @@ def test_schedule_limit_holds_across_three_servers(start_server, make_job_type):
     assert Job.objects.filter(job_type=limited).values("server_id").distinct().count() >= 1
 
 
+def test_a_rate_limit_holds_across_two_servers(start_server, make_job_type):
+    """5 starts a second, fleet-wide: no second of the changelog holds more, yet the rate is used."""
+    from kojo.models import JobStateChange
+
+    rated = make_job_type(worker="tests.kojo_jobs.noop", rate_limit="5/s")
+    Job.objects.bulk_create(Job(job_type=rated) for _ in range(20))
+    start_server("--concurrency", "4")
+    start_server("--concurrency", "2", "--mode", "static")
+    wait_for(lambda: all_finished(rated), timeout=60, message="20 rate-limited jobs to finish")
+    assert states(rated) == {JobState.COMPLETE_SUCCESS: 20}
+    starts = sorted(
+        at.timestamp()
+        for at in JobStateChange.objects.filter(job__job_type=rated, to_state=JobState.WORKING).values_list(
+            "at", flat=True
+        )
+    )
+    # Each start is stamped a moment after the claim counted it: allow that moment (50 ms).
+    assert max(sum(1 for later in starts if start <= later < start + 0.95) for start in starts) <= 5
+    assert starts[-1] - starts[0] < 3.0 + 2 * 1.0  # 4 windows of 5, each at most a poll late
+
+
 def test_singleton_type_never_overlaps(start_server, make_job_type):
     single = make_job_type(worker="tests.kojo_jobs.sleep", can_work_in_parallel=False, schedule_limit=10)
     Job.objects.bulk_create(Job(job_type=single, params={"seconds": 0.05}) for _ in range(15))
