@@ -670,6 +670,9 @@ class Admission:
                 self.free[pk] = 0  # disabled since the candidates were read
                 continue
             if job_type.rate_limit:
+                if not rates.is_valid(job_type):
+                    self.free[pk] = 0  # a rate edited by hand that does not parse: none of its jobs
+                    continue
                 rated.append(job_type)
             if not job_type.can_work_in_parallel:
                 limits[pk] = 1

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kojo import redis_errors
 from kojo.durations import InvalidDuration, parse_duration
+
+logger = logging.getLogger(__name__)
+throttled = redis_errors.Throttled(logger)
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Starts one window may hold (each is kept until it leaves the window), and its longest length.
@@ -68,6 +73,17 @@ def parse_rate(text: Any) -> Rate:
     if not 0 < seconds <= MAX_WINDOW_SECONDS:
         raise InvalidRate(f"{text!r}: the window must be longer than 0 s and at most one day")
     return Rate(count, seconds)
+
+
+def is_valid(job_type) -> bool:
+    """Whether a stored type's rate parses; one that does not (written around the admin's checks)
+    keeps its jobs waiting, logged, rather than starting them unlimited or failing every claim."""
+    try:
+        parse_rate(job_type.rate_limit)
+    except InvalidRate as error:
+        throttled.warning(f"rate {job_type.pk}", "type %s: %s; its jobs wait", job_type.type_code, error)
+        return False
+    return True
 
 
 def parse_keys(text: str) -> tuple[str, ...]:
@@ -154,7 +170,7 @@ def next_start(job, now: datetime, *, using: str) -> tuple[int, float] | None:
     from kojo.models import RateWindow
 
     job_type = job.job_type
-    if not job_type.rate_limit:
+    if not job_type.rate_limit or not is_valid(job_type):
         return None
     rate = parse_rate(job_type.rate_limit)
     row = (

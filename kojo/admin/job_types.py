@@ -42,7 +42,7 @@ class JobTypeForm(forms.ModelForm):
             "can_work_in_parallel", "schedule_limit", "schedule_limit_allowance", "keep_instances",
             "auto_complete_success",
             "timeout", "max_attempts", "retry_backoff", "retry_interval", "retry_jitter", "retry_on",
-            "readiness", "auto_delete_interval_duration",
+            "readiness", "rate_limit", "rate_key", "auto_delete_interval_duration",
         ]
         field_classes = {"readiness": BoundedJSONField}
 

@@ -71,6 +71,10 @@ JOB_TYPE_CASES = [
     ("readiness", DEEP, "This JSON is nested too deeply"),
     ("readiness", "not json", "Enter a valid JSON"),
     ("readiness", "NaN", "is not a criterion"),
+    ("rate_limit", "60/minute", "its window is not s, m, h, d or a duration"),
+    ("rate_limit", "1000000/s", "allow from 1 to 10000 starts per window"),
+    ("rate_limit", "x" * 33, "at most 32 characters"),
+    ("rate_key", "a, ,b", "is not a list of params keys"),
 ]
 
 

@@ -117,3 +117,29 @@ def test_stale_windows_are_pruned(make_job_type):
     assert prune_stale(using="default") == 0
     RateWindow.objects.update(last_start=timezone.now() - timedelta(days=3))
     assert prune_stale(using="default") == 1 and not RateWindow.objects.exists()
+
+
+def test_a_rate_stored_around_the_checks_keeps_its_jobs_waiting_and_nothing_else(make_job_type):
+    from kojo.models import JobType
+
+    kind = make_job_type(rate_limit="5/s")
+    JobType.objects.filter(pk=kind.pk).update(rate_limit="5 a second")
+    other = make_job_type()
+    stuck = kojo.schedule(kind.type_code)
+    free = kojo.schedule(other.type_code)
+    assert [job.pk for job in claim(5, host="here", pid=1)] == [free.pk]
+    assert Job.objects.get(pk=stuck.pk).state == JobState.WAITING
+
+
+def test_the_admin_form_saves_a_rate_and_its_key(admin_client):
+    from django.urls import reverse
+
+    from kojo.models import JobType
+    from tests.integration.test_admin import VALID
+
+    response = admin_client.post(
+        reverse("admin:kojo_jobtype_add"), {**VALID, "rate_limit": "100/PT30S", "rate_key": "customer"}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    stored = JobType.objects.get(type_code=VALID["type_code"])
+    assert (stored.rate_limit, stored.rate_key) == ("100/PT30S", "customer")
