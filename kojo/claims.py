@@ -45,7 +45,7 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from kojo import rates
+from kojo import lifecycle, rates
 from kojo.conf import settings
 from kojo.models import Job, JobDependency, JobStateChange, JobType
 from kojo.readiness import Buckets, bucket_keys
@@ -165,9 +165,12 @@ def claim(
                 break
             window_size = min(window_size * 2, MAX_WINDOW)
         admission.shelf.bring_back()
-        if not admission.chosen:
-            return []
-        return mark_working(admission, server_id=server_id, host=host, pid=pid, token=token, using=using)
+        jobs = []
+        if admission.chosen:
+            jobs = mark_working(admission, server_id=server_id, host=host, pid=pid, token=token, using=using)
+        postponed = admission.postponed
+        transaction.on_commit(lambda: lifecycle.postponed(postponed, sender=claim), using=using, robust=True)
+    return jobs
 
 
 def new_token() -> int:
@@ -600,6 +603,8 @@ class Admission:
         self.readiness: dict[int, Any] = {}  # type id -> its criteria, read under the type's lock
         self.confirmed: set[int] = set()  # types read again under a share lock: still no admission
         self.rates: dict[int, rates.Windows] = {}  # rate-limited type id -> its recent starts
+        self.unavailable: set[int] = set()  # types locked by another claimer, disabled or broken
+        self.postponed: list[tuple[Job, str]] = []  # due jobs passed over, and why (kojo.lifecycle)
         self.holds_type_locks = False
 
     @property
@@ -619,12 +624,16 @@ class Admission:
             if type_id in self.free and self.free[type_id] <= 0:
                 self.full.add(type_id)
                 passed_over += 1
+                if type_id not in self.unavailable:
+                    self.postponed.append((job, lifecycle.LIMITED))
                 continue
             buckets = self.buckets.get(type_id)
             if self.readiness.get(type_id) and buckets is None:
                 buckets = self.buckets[type_id] = Buckets(self.readiness[type_id], ())
             if buckets is not None and not buckets.admits(job.params):
                 passed_over += 1
+                full = buckets.full_required(job.params) is not None
+                self.postponed.append((job, lifecycle.LIMITED if full else lifecycle.NOT_READY))
                 if buckets.whole_type_full():
                     self.full.add(type_id)
                 elif self.shelf.passed_over(job, buckets):
@@ -633,6 +642,7 @@ class Admission:
             window = self.rates.get(type_id)
             if window is not None and not window.admits(job.params):
                 passed_over += 1
+                self.postponed.append((job, lifecycle.RATE_LIMITED))
                 if window.whole_type_full():
                     self.full.add(type_id)
                 continue
@@ -663,15 +673,18 @@ class Admission:
         locked = lock_types(sorted(type_ids), lock, using=self.using)
         for pk in type_ids - {job_type.pk for job_type in locked}:
             self.free[pk] = 0  # held by another claimer right now: none of its jobs this time
+            self.unavailable.add(pk)
         rated = []
         for job_type in locked:
             pk = job_type.pk
             if not job_type.is_enabled:
                 self.free[pk] = 0  # disabled since the candidates were read
+                self.unavailable.add(pk)
                 continue
             if job_type.rate_limit:
                 if not rates.is_valid(job_type):
                     self.free[pk] = 0  # a rate edited by hand that does not parse: none of its jobs
+                    self.unavailable.add(pk)
                     continue
                 rated.append(job_type)
             if not job_type.can_work_in_parallel:
@@ -706,6 +719,7 @@ class Admission:
                 self.readiness[job_type.pk] = job_type.readiness
         for pk in type_ids - self.confirmed:
             self.free[pk] = 0  # limited or disabled since, or being edited: none of its jobs this time
+            self.unavailable.add(pk)
 
 
 # The claim's statements under the types' locks, written out: they run on every claim of a limited

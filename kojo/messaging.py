@@ -80,6 +80,17 @@ def publish_changes(changes: list[dict[str, Any]], *, wake: bool = False) -> Non
     publish_all(f"{len(changes)} job changes", messages)
 
 
+def publish_events(events: list[dict[str, Any]]) -> None:
+    """Publish lifecycle events (kojo.lifecycle): one message, in parts of CHANGES_PER_MESSAGE."""
+    if events:
+        at = time.time()
+        messages: list[tuple[str, Mapping[str, Any]]] = [
+            (EVENTS, {"at": at, "events": events[start : start + CHANGES_PER_MESSAGE]})
+            for start in range(0, len(events), CHANGES_PER_MESSAGE)
+        ]
+        publish_all(f"{len(events)} lifecycle events", messages)
+
+
 def publish_all(what: str, messages: list[tuple[str, Mapping[str, Any]]]) -> None:
     if not enabled():
         return
@@ -187,11 +198,14 @@ def listen(
     filter: Mapping[str, Any] | Callable[[dict], bool] | None = None,  # noqa: A002 - the public name
     *,
     timeout: float | None = None,
+    lifecycle: bool = False,
 ) -> None:
     """Follow job events (one dict per state change) until ``callback`` returns False or ``timeout``.
 
     ``filter`` is a dict of field values that must match (a list or set allows any of its values),
-    or a predicate. Events come from every node; this needs the Redis backend.
+    or a predicate. Events come from every node; this needs the Redis backend. Each event names
+    itself in ``event``: "job_state_changed", and with ``lifecycle`` also "worker_started",
+    "worker_stopped" and "job_postponed" (kojo.lifecycle).
     """
     if not enabled():
         raise RuntimeError("listen() needs KOJO_LOCK_BACKEND = 'redis' (events travel over Redis pub/sub)")
@@ -206,14 +220,20 @@ def listen(
                 subscriber.fileno()
                 continue
             for _, message in subscriber.messages(timeout=wait):
-                # One message per commit; a message that is itself one change came from an older node.
-                changes = message["changes"] if "changes" in message else [message]
-                for change in changes:
-                    event = {**change, "at": message.get("at")}
+                for event in events_in(message, lifecycle):
                     if matches(event, filter) and callback(event) is False:
                         return
     finally:
         subscriber.drop()
+
+
+def events_in(message: dict, lifecycle: bool) -> list[dict]:
+    """One message per commit (or per batch of lifecycle events); a message that is itself one change
+    came from an older node."""
+    if "events" in message:
+        return [{**event, "at": message.get("at")} for event in message["events"]] if lifecycle else []
+    changes = message["changes"] if "changes" in message else [message]
+    return [{"event": "job_state_changed", **change, "at": message.get("at")} for change in changes]
 
 
 def matches(event: dict, filter: Mapping[str, Any] | Callable[[dict], bool] | None) -> bool:  # noqa: A002

@@ -33,6 +33,11 @@ job_panicked = Signal()  # its code raised
 worker_started = Signal()
 worker_stopped = Signal()
 
+# A due job a claim passed over, sent in the claiming process once the claim committed, at most once a
+# minute per job and reason per process (kojo.lifecycle). Receives ``job_id``, ``type_code`` and
+# ``reason``: "limited" (a limit or bucket is full), "not ready" (a readiness check), "rate-limited".
+job_postponed = Signal()
+
 OUTCOME_SIGNALS = {
     "timed_out": job_timed_out,
     "crashed": job_crashed,

@@ -31,10 +31,9 @@ from django.db import (
     transaction,
 )
 from django.db.models import Case, F, Value, When
-from django.dispatch import Signal
 
 import kojo
-from kojo import messaging, signals
+from kojo import lifecycle, messaging, signals
 from kojo.checks import stored_type_problems, unapplied_migrations
 from kojo.claims import OLDEST_FIRST_EVERY, UnsureClaims, claim, new_token
 from kojo.conf import settings
@@ -413,7 +412,7 @@ class Arbiter:
             if child.kill_reason == "lease" and child.kind == "worker":
                 self.quick_deaths = 0  # killed on purpose, not failing to start
             if child.kind == "worker":
-                self.announce_worker(signals.worker_stopped, child, reason=why_stopped(child, status))
+                self.announce_worker("worker_stopped", child, reason=why_stopped(child, status))
             # A job process that exits 0 on its own has recorded or reported its job's ending; a pooled
             # worker that exits may leave jobs working (running or claimed ahead), as may any child
             # that dies.
@@ -621,14 +620,10 @@ class Arbiter:
     def spawn(self, child: Child) -> None:
         self.children[child.pid] = child
 
-    def announce_worker(self, signal_: Signal, child: Child, **extra) -> None:
-        """worker_started / worker_stopped; a receiver that raises is logged and stops nothing."""
-        sent = signal_.send_robust(
-            sender=Arbiter, pid=child.pid, index=child.index, server_pid=self.pid, host=self.host, **extra
-        )
-        for receiver, outcome in sent:
-            if isinstance(outcome, Exception):
-                logger.error("a %s receiver %r raised: %r", signal_, receiver, outcome, exc_info=outcome)
+    def announce_worker(self, event: str, child: Child, **extra) -> None:
+        """worker_started / worker_stopped, as a signal here and an event for listen() (kojo.lifecycle)."""
+        fields = {"pid": child.pid, "index": child.index, "server_pid": self.pid, "host": self.host, **extra}
+        lifecycle.send(getattr(signals, event), event, Arbiter, **fields)
 
     def job_children(self) -> list[Child]:
         return [child for child in self.children.values() if child.kind != "housekeeper"]
@@ -714,7 +709,7 @@ class Arbiter:
                     pid, "worker", index=index, server_id=self.server.pk, idle_since=time.monotonic()
                 )
                 self.spawn(worker)
-                self.announce_worker(signals.worker_started, worker)
+                self.announce_worker("worker_started", worker)
                 used.add(index)
 
     # --- the lease ------------------------------------------------------------------------------

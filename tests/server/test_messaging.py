@@ -79,3 +79,38 @@ def test_listen_follows_job_events_with_a_filter(make_job_type, redis_messaging,
         (first.pk, "", "waiting"),
         (first.pk, "waiting", "canceled"),
     ]
+
+
+def test_listen_follows_lifecycle_events_from_a_server(start_server, make_job_type, redis_messaging):
+    """A pooled worker starting, and a due job its claim postponed (its type at its limit), reach a
+    listener on another node as events; job changes come named as such."""
+    kind = make_job_type(worker="tests.kojo_jobs.sleep", schedule_limit=1)
+    seen = []
+    ready = threading.Event()
+
+    def follow():
+        ready.set()
+        kojo.listen(
+            lambda event: seen.append(event) or not any(e["event"] == "job_postponed" for e in seen),
+            lambda event: event["event"] != "job_state_changed" or event.get("type_code") == kind.type_code,
+            timeout=30,
+            lifecycle=True,
+        )
+
+    listener = threading.Thread(target=follow)
+    listener.start()
+    ready.wait()
+    time.sleep(0.3)  # the subscription is made inside listen()
+    server = start_server("--mode", "static", "--concurrency", "2", KOJO_TEST_SET_LOCK_BACKEND="redis")
+    first = kojo.schedule(kind.type_code, {"seconds": 5})
+    second = kojo.schedule(kind.type_code, {"seconds": 0})
+    listener.join(40)
+    started = [e for e in seen if e["event"] == "worker_started"]
+    assert started and {e["server_pid"] for e in started} == {server.pid}
+    assert {"pid", "index", "host"} <= set(started[0])
+    postponed = [e for e in seen if e["event"] == "job_postponed"]
+    assert [(e["job_id"], e["type_code"], e["reason"]) for e in postponed] == [
+        (second.pk, kind.type_code, "limited")
+    ]
+    changes = [(e["job_id"], e["to_state"]) for e in seen if e["event"] == "job_state_changed"]
+    assert (first.pk, "working") in changes
