@@ -54,7 +54,7 @@ def explain(job_id: int, *, using: str | None = None, run_here: bool = False) ->
     using = using or settings.DATABASE
     job = Job.objects.using(using).select_related("job_type", "server").get(pk=job_id)
     now = database_now(using)
-    history = outcomes(job, using)
+    history = deadline(job, now) + outcomes(job, using)
     if job.state != JobState.WAITING:
         return Explanation(job.pk, job.state, [not_waiting(job, now, using)], history)
     blockers = []
@@ -76,6 +76,15 @@ def explain(job_id: int, *, using: str | None = None, run_here: bool = False) ->
     if blockers or run_here:
         return Explanation(job.pk, job.state, blockers, history)
     return Explanation(job.pk, job.state, blockers, place_in_line(job, now, using) + history)
+
+
+def deadline(job: Job, now) -> list[str]:
+    if job.finish_by is None:
+        return []
+    left = job.finish_by - now
+    when = f"in {seconds(left)}" if left > timedelta(0) else f"passed {seconds(-left)} ago"
+    risk = "; projected to miss it" if job.deadline_at_risk else ""
+    return [f"deadline {job.finish_by.isoformat()} ({when}){risk}"]
 
 
 def outcomes(job: Job, using: str) -> list[str]:

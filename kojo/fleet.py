@@ -118,6 +118,8 @@ class Snapshot:
     # type_code -> why no live server claims its waiting jobs (no server for its queue, or none whose
     # code registers its worker: a rolling deploy half done); only types with waiting jobs
     unserved: dict[str, str] = dataclasses.field(default_factory=dict)
+    # type_code -> jobs waiting or working that housekeeping projected to miss their deadline
+    at_risk: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def live_servers(self) -> list[ServerView]:
@@ -159,6 +161,7 @@ class Snapshot:
             "failures_last_window": self.failures,
             "scheduling_latency_seconds": dataclasses.asdict(self.latency),
             "unserved_types": self.unserved,
+            "deadline_at_risk": self.at_risk,
         }
 
 
@@ -202,7 +205,20 @@ def snapshot(*, now: datetime | None = None, window: timedelta = WINDOW) -> Snap
             [server for server in fleet if server.alive and server.mode != Server.FOREGROUND],
             jobs,
         ),
+        at_risk=deadline_at_risk(type_codes),
     )
+
+
+def deadline_at_risk(type_codes: dict[int, str]) -> dict[str, int]:
+    """Jobs still to finish that were projected to miss their deadline, per type (kojo.deadlines)."""
+    rows = (
+        Job.objects.filter(deadline_at_risk=True, state__in=[JobState.WAITING, JobState.WORKING])
+        .filter(finish_by__isnull=False)  # the partial index on deadlines still to meet
+        .order_by()
+        .values_list("job_type_id")
+        .annotate(n=Count("pk"))
+    )
+    return {_code(type_codes, type_id): n for type_id, n in rows}
 
 
 def own_queues() -> list[tuple[int, str, str, str]]:

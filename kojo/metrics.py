@@ -95,6 +95,11 @@ def exposition(view: Snapshot) -> str:
             ),
         ),
         *family(
+            "kojo_jobs_deadline_at_risk",
+            "Jobs waiting or working that were projected to miss their finish_by, by type.",
+            (({"type": code}, n) for code, n in sorted(view.at_risk.items())),
+        ),
+        *family(
             "kojo_servers_live",
             "Servers whose heartbeat is younger than KOJO_HEARTBEAT_TIMEOUT (stopping ones included).",
             [({}, len(view.live_servers))],

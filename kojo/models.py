@@ -224,6 +224,14 @@ class Job(models.Model):
     queue = models.CharField(
         max_length=100, blank=True, default="", db_default="", help_text="Overrides the type's."
     )
+    finish_by = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The job's deadline: as it nears, housekeeping raises the job's importance, and flags it "
+        "once it is projected to miss it (kojo.deadlines).",
+    )
+    # Set once, by housekeeping, when the job was first projected to miss its deadline.
+    deadline_at_risk = models.BooleanField(default=False, db_default=False, editable=False)
     # Set when claimed: mirrors the type's can_work_in_parallel=False, so the database can forbid overlap.
     singleton = models.BooleanField(default=False)
     once_key = models.CharField(max_length=128, null=True, blank=True, help_text="Add-once identity.")
@@ -299,6 +307,12 @@ class Job(models.Model):
             ),
             models.Index(
                 fields=["delete_after"], name="kojo_job_delete_after", condition=Q(delete_after__isnull=False)
+            ),
+            # Jobs with a deadline still to meet, soonest first (housekeeping hurries them).
+            models.Index(
+                fields=["finish_by"],
+                name="kojo_job_deadline",
+                condition=Q(finish_by__isnull=False, state__in=[JobState.WAITING, JobState.WORKING]),
             ),
         ]
         constraints = [

@@ -58,6 +58,7 @@ def schedule(
     retry_interval: str | None = None,
     retry_backoff: str | None = None,
     queue: str | None = None,
+    finish_by: datetime | timedelta | float | str | None = None,
     depends_on: Iterable[Job | int] = (),
     using: str | None = None,
 ) -> Job:
@@ -72,7 +73,8 @@ def schedule(
     ``depends_on`` names jobs that must complete successfully first; if one fails or is canceled, this
     job is canceled with the reason recorded. ``max_attempts``, ``timeout`` and ``retry_interval`` (ISO
     8601 durations), ``retry_backoff`` and ``queue`` override the type's for this job: only servers
-    serving that queue claim it.
+    serving that queue claim it. ``finish_by`` (a time, or a duration from now) is the job's deadline:
+    housekeeping hurries it as it nears (kojo.deadlines).
     """
     using = using or settings.DATABASE
     params = clean_params(params)
@@ -83,6 +85,8 @@ def schedule(
     overrides = clean_overrides(
         timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff, queue=queue
     )
+    if finish_by is not None:
+        overrides["finish_by"] = deadline(finish_by)
     dependencies = sorted({getattr(item, "pk", item) for item in depends_on})
     if not (once or once_key is not None or dependencies) and connections[using].vendor == "postgresql":
         jobs = schedule_in_one_statement(
@@ -186,7 +190,7 @@ def schedule_in_one_statement(
     start_after: datetime,
     importance: int | None,
     max_attempts: int | None,
-    overrides: dict[str, str],
+    overrides: dict[str, Any],
     *,
     many: bool = False,
     using: str,
@@ -236,6 +240,7 @@ def schedule_many(
     retry_interval: str | None = None,
     retry_backoff: str | None = None,
     queue: str | None = None,
+    finish_by: datetime | timedelta | float | str | None = None,
     using: str | None = None,
 ) -> list[Job]:
     """Schedule one job of ``type_code`` per params object, in one transaction with one INSERT for the
@@ -255,6 +260,8 @@ def schedule_many(
     overrides = clean_overrides(
         timeout=timeout, retry_interval=retry_interval, retry_backoff=retry_backoff, queue=queue
     )
+    if finish_by is not None:
+        overrides["finish_by"] = deadline(finish_by)
     if not cleaned:
         enabled_job_type(type_code, using=using)  # an unknown or disabled type is refused all the same
         return []
@@ -285,7 +292,7 @@ def schedule_many(
     return jobs
 
 
-def clean_overrides(**values: Any) -> dict[str, str]:
+def clean_overrides(**values: Any) -> dict[str, Any]:
     """A job's own timeout, retry interval, backoff and queue, checked as the type's are; those given
     only."""
     checks = {
@@ -389,7 +396,7 @@ def create_once(fields: dict[str, Any], *, using: str) -> Job:
 REPLACE = "replace"
 # What a replacing add-once compares: a pending job with all of these the same is the one asked for.
 REPLACED_WHEN_CHANGED = ("params", "importance", "max_attempts", "timeout", "retry_interval")
-REPLACED_WHEN_CHANGED += ("retry_backoff", "queue")
+REPLACED_WHEN_CHANGED += ("retry_backoff", "queue", "finish_by")
 
 
 def replace_once(fields: dict[str, Any], *, timed: bool, using: str) -> Job:
@@ -413,7 +420,10 @@ def replace_once(fields: dict[str, Any], *, timed: bool, using: str) -> Job:
         moved = existing.start_after != fields["start_after"] and (
             timed or existing.start_after > fields["start_after"]
         )
-        same = all(getattr(existing, name) == fields.get(name, "") for name in REPLACED_WHEN_CHANGED)
+        same = all(
+            getattr(existing, name) == fields.get(name, Job._meta.get_field(name).get_default())
+            for name in REPLACED_WHEN_CHANGED
+        )
         if not moved and same:
             return existing
         if existing.state != JobState.WAITING:
@@ -583,6 +593,18 @@ def clean_importance(importance: Any) -> int:
             f"importance must be from {IMPORTANCE_MIN} to {IMPORTANCE_MAX}, not {importance}"
         )
     return importance
+
+
+def deadline(finish_by: datetime | timedelta | float | str) -> datetime:
+    """A job's ``finish_by``: an aware time, or a duration from now as ``delay`` takes one."""
+    if isinstance(finish_by, datetime):
+        if timezone.is_naive(finish_by):
+            raise InvalidSchedule("finish_by must be an aware datetime (with a time zone), or a duration")
+        return finish_by
+    try:
+        return start_time(None, finish_by)
+    except InvalidSchedule as error:
+        raise InvalidSchedule(f"finish_by: {str(error).replace('delay', 'a duration')}") from None
 
 
 def start_time(at: datetime | None, delay: timedelta | float | str | None) -> datetime:

@@ -38,6 +38,10 @@ worker_stopped = Signal()
 # ``reason``: "limited" (a limit or bucket is full), "not ready" (a readiness check), "rate-limited".
 job_postponed = Signal()
 
+# A job first projected to miss its ``finish_by``, sent once fleet-wide by the leading housekeeper
+# (kojo.deadlines). Receives ``job_id``, ``type_code``, ``finish_by`` and ``projected_end`` (ISO 8601).
+job_deadline_at_risk = Signal()
+
 OUTCOME_SIGNALS = {
     "timed_out": job_timed_out,
     "crashed": job_crashed,

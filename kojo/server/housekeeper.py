@@ -19,6 +19,7 @@ from django.db import DatabaseError, connections
 
 from kojo.conf import settings
 from kojo.cron import schedule_due_ticks
+from kojo.deadlines import hurry
 from kojo.exceptions import LockError
 from kojo.keeping import keep_instances
 from kojo.locks import Mutex, mutex
@@ -80,6 +81,7 @@ def run_housekeeping(server_pid: int, *, actor: str) -> None:
             lambda: schedule_due_ticks(actor=actor),
             lambda: schedule_due_recurrences(actor=actor),
             lambda: keep_instances(actor=actor),
+            hurry,
             lambda: rescue_orphans(actor=actor),
             bring_back_stranded,
         ]

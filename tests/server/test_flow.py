@@ -165,3 +165,31 @@ def test_per_job_max_attempts_overrides_the_type(start_server, make_job_type):
     assert (stubborn.state, stubborn.attempts) == (JobState.COMPLETE_FAILED, 3)
     assert (once.state, once.attempts) == (JobState.COMPLETE_FAILED, 1)
     assert "failure 3" in stubborn.error
+
+
+def test_a_job_projected_to_miss_its_deadline_overtakes_the_queue(start_server, make_job_type):
+    """The leading housekeeper flags the late job and raises it to the top: the server runs it next,
+    before the jobs queued ahead of it."""
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    kind = make_job_type(worker="tests.kojo_jobs.sleep", schedule_limit=1)
+    start_server("--concurrency", "2")
+    first = kojo.schedule(kind.type_code, {"seconds": 1.5})  # the type's run time: 1.5 s
+    wait_for(lambda: all_finished(kind), timeout=30, message="the first run")
+    with transaction.atomic():
+        running = kojo.schedule(kind.type_code, {"seconds": 1.5})
+        queued = [kojo.schedule(kind.type_code, {"seconds": 0.1}) for _ in range(2)]
+        late = kojo.schedule(
+            kind.type_code, {"seconds": 0.1}, finish_by=timezone.now() + timedelta(seconds=2.5)
+        )
+    wait_for(lambda: all_finished(kind), timeout=30, message="every job")
+    jobs = {job.pk: job for job in Job.objects.filter(job_type=kind)}
+    assert jobs[late.pk].deadline_at_risk and jobs[late.pk].importance == 100
+    assert all(jobs[late.pk].started_at < jobs[job.pk].started_at for job in queued)
+    assert (
+        jobs[running.pk].started_at < jobs[late.pk].started_at
+        and jobs[first.pk].state == JobState.COMPLETE_SUCCESS
+    )
