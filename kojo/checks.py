@@ -120,8 +120,8 @@ def vendor() -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """What a KOJO_* setting may hold: a kind ("number", "whole" number, "text", "path", or
-    "optional text", which may be None), and bounds."""
+    """What a KOJO_* setting may hold: a kind ("number", "whole" number, "text", "path",
+    "optional text", which may be None, or "flag"), and bounds."""
 
     kind: str
     least: float | None = None
@@ -141,6 +141,7 @@ SETTING_RULES: dict[str, Rule | None] = {
     "HEARTBEAT_INTERVAL": None,  # kojo.E014
     "HEARTBEAT_TIMEOUT": None,  # kojo.E014
     "POLL_INTERVAL": Rule("number", above_zero=True, most=3600),
+    "PUBLISH_IN_BACKGROUND": Rule("flag"),
     "MODE": None,  # kojo.E008
     "CONCURRENCY": Rule("whole", least=1, most=10_000),
     "MIN_WORKERS": Rule("whole", least=0, most=10_000),
@@ -163,10 +164,13 @@ KIND_WORDS = {
     "text": "a string",
     "path": "a string or a path",
     "optional text": "a string or None",
+    "flag": "True or False",
 }
 
 
 def _fits(value, rule: Rule) -> bool:
+    if rule.kind == "flag":
+        return isinstance(value, bool)
     if rule.kind == "text":
         return isinstance(value, str)
     if rule.kind == "path":

@@ -34,6 +34,9 @@ class Settings:
     HEARTBEAT_TIMEOUT = 15.0
     # Seconds an idle server waits between looks for due jobs when no wake-up message arrives.
     POLL_INTERVAL = 1.0
+    # Outside kojo's own server processes, publish messages (wake-ups, events) from a thread of the
+    # process's own after the commit, so that a view's commit never waits for Redis. False: in line.
+    PUBLISH_IN_BACKGROUND = True
     # How the server runs jobs: "ondemand" (fork per job), "static" or "dynamic" (pre-forked workers).
     MODE = "ondemand"
     # Most jobs one server runs at once (fork-per-job children, or pre-forked workers).

@@ -14,8 +14,14 @@ arbiter's ``select()``.
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
 import logging
+import operator
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -92,20 +98,96 @@ def publish_events(events: list[dict[str, Any]]) -> None:
 
 
 def publish_all(what: str, messages: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """Send now, or hand to this process's sender thread (``KOJO_PUBLISH_IN_BACKGROUND``): a view's
+    commit then never waits for Redis. Either way a message leaves after the commit that caused it,
+    to the channels and the Redis the settings named when it was handed over."""
     if not enabled():
         return
     try:
-        redis = client()
+        prepared = [(channel(name), json.dumps(payload)) for name, payload in messages]
+    except Exception as error:  # noqa: BLE001 - whatever fails, the caller's change has committed
+        not_sent(what, error)
+        return
+    if settings.PUBLISH_IN_BACKGROUND and not synchronous:
+        sender.put(what, settings.REDIS_CACHE, prepared)
+    else:
+        send_now(what, settings.REDIS_CACHE, prepared)
+
+
+def send_now(what: str, cache: str, prepared: list[tuple[str, str]]) -> None:
+    """Publish (channel, text) pairs: in one round trip on a single Redis; on a cluster one after
+    the other, as a cluster client pipelines no PUBLISH."""
+    from django_redis import get_redis_connection
+
+    try:
+        redis = get_redis_connection(cache)
         if is_cluster(redis):
-            for name, payload in messages:
-                redis.spublish(channel(name), json.dumps(payload))
+            for name, text in prepared:
+                redis.spublish(name, text)
             return
         pipeline = redis.pipeline(transaction=False)
-        for name, payload in messages:
-            pipeline.publish(channel(name), json.dumps(payload))
+        for name, text in prepared:
+            pipeline.publish(name, text)
         pipeline.execute()
     except Exception as error:  # noqa: BLE001 - whatever fails, the caller's change has committed
         not_sent(what, error)
+
+
+# Set by kojo_server and kojo_run before they start: a process that forks holds no thread of its own
+# (a child forked while the sender held a lock would inherit the lock held), so they send in line.
+synchronous = False
+# Messages the sender thread pipelines at most in one round trip.
+SENT_TOGETHER = 64
+
+
+class Sender:
+    """This process's sender thread, started at the first message (and again in a forked child):
+    messages leave in the order they were handed over, those queued meanwhile in one round trip."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.queue: queue.Queue = queue.Queue()
+        self.thread: threading.Thread | None = None
+
+    def put(self, what: str, cache: str, prepared: list[tuple[str, str]]) -> None:
+        if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
+            self.start()
+        self.queue.put((what, cache, prepared))
+
+    def start(self) -> None:
+        self.pid, self.queue = os.getpid(), queue.Queue()
+        self.thread = threading.Thread(target=self.run, args=(self.queue,), name="kojo-sender", daemon=True)
+        self.thread.start()
+
+    def run(self, waiting: queue.Queue) -> None:
+        while True:
+            batch = [waiting.get()]
+            while len(batch) < SENT_TOGETHER:
+                try:
+                    batch.append(waiting.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                # Consecutive batches for one Redis go in one round trip, in order.
+                for cache, together in itertools.groupby(batch, key=operator.itemgetter(1)):
+                    together = list(together)
+                    what = together[0][0] if len(together) == 1 else f"{len(together)} batches of messages"
+                    send_now(what, cache, [message for *_, prepared in together for message in prepared])
+            finally:
+                for _ in batch:
+                    waiting.task_done()
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait up to ``timeout`` for what was handed over to be sent; at exit, and for tests."""
+        if self.pid != os.getpid() or self.thread is None:
+            return True
+        done = threading.Event()
+        threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
+        return done.wait(timeout)
+
+
+sender = Sender()
+atexit.register(sender.flush)
 
 
 def not_sent(what: str, error: BaseException) -> None:

@@ -120,7 +120,8 @@ def test_an_unreachable_redis_never_fails_the_sender(redis_messaging, settings, 
         messaging.publish_changes([{"job_id": 1, "type_code": "t", "from_state": "", "to_state": "waiting"}])
         subscriber = messaging.Subscriber(messaging.WAKE)
         assert subscriber.fileno() is None
-    assert "could not publish a wake message" in caplog.text
+        assert messaging.sender.flush(10)
+    assert "could not publish" in caplog.text
     assert "unreachable" in subscriber.problem
 
 
@@ -146,3 +147,44 @@ def test_the_end_of_a_limited_types_run_wakes_the_fleet(
         JobContext(job).complete_success()
     names = [name for name, _ in received(subscriber, 2, timeout=2)]
     assert names == (["events", "wake"] if limited else ["events"])
+
+
+def test_messages_leave_from_the_sender_thread_in_order(subscriber, monkeypatch):
+    """KOJO_PUBLISH_IN_BACKGROUND: the caller hands messages over and goes on; one thread sends them."""
+    import threading
+
+    senders = []
+    original = messaging.send_now
+
+    def recording(what, cache, prepared):
+        senders.append(threading.current_thread().name)
+        original(what, cache, prepared)
+
+    monkeypatch.setattr(messaging, "send_now", recording)
+    for n in range(3):
+        messaging.publish(messaging.WAKE, {"job_id": n})
+    assert messaging.sender.flush(10)
+    assert set(senders) == {"kojo-sender"}
+    assert received(subscriber, 3) == [("wake", {"job_id": n}) for n in range(3)]
+    monkeypatch.setattr(messaging, "synchronous", True)  # as in kojo_server's processes
+    senders.clear()
+    messaging.publish(messaging.WAKE, {"job_id": 9})
+    assert senders == [threading.current_thread().name]
+    assert received(subscriber, 1) == [("wake", {"job_id": 9})]
+
+
+def test_a_forked_child_gets_a_sender_of_its_own(subscriber):
+    import os
+
+    messaging.publish(messaging.WAKE, {"from": "parent"})  # the parent's thread is running now
+    assert messaging.sender.flush(10)
+    pid = os.fork()
+    if pid == 0:  # the child: no thread was inherited; its first message starts its own
+        try:
+            messaging.publish(messaging.WAKE, {"from": "child"})
+            os._exit(0 if messaging.sender.flush(10) and messaging.sender.pid == os.getpid() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [payload for _, payload in received(subscriber, 2)] == [{"from": "parent"}, {"from": "child"}]

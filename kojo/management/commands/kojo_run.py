@@ -4,6 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kojo import messaging
 from kojo.server.foreground import NotRunnable, run_in_foreground
 from kojo.states import JobState
 from kojo.tasks.serving import default_to_kojo
@@ -19,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("job_id", type=int)
 
     def handle(self, *args, job_id, **options):
+        messaging.synchronous = True  # this process forks: no sender thread
         default_to_kojo()
         try:
             job = run_in_foreground(job_id)

@@ -5,6 +5,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from kojo import messaging
 from kojo.checks import unapplied_migrations
 from kojo.conf import settings
 from kojo.registry import registry
@@ -58,6 +59,7 @@ class Command(BaseCommand):
         concurrency = settings.CONCURRENCY if concurrency is None else concurrency
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1")
+        messaging.synchronous = True  # this process forks: no sender thread
         default_to_kojo()  # before any task module is imported: kojo_server needs no TASKS setting
         if probe:
             # A reload whose new code needs migrations not yet applied would only stop: refuse it.
