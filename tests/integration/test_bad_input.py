@@ -170,6 +170,16 @@ def test_disabled_types_are_refused_by_name(stored):
         ({"at": "2030-01-01T00:00:00Z"}, "at must be a datetime, not str"),
         ({"at": date(2030, 1, 1)}, "at must be a datetime, not date"),
         ({"at": datetime(2030, 1, 1, tzinfo=UTC), "delay": 5}, "not both"),
+        ({"finish_by": datetime(2030, 1, 1)}, "finish_by must be an aware datetime"),
+        (
+            {"finish_by": "2030-01-01T00:00:00Z"},
+            "finish_by: '2030-01-01T00:00:00Z' is not an ISO 8601 duration",
+        ),
+        ({"finish_by": math.inf}, "finish_by: a duration inf is not a usable number of seconds"),
+        ({"finish_by": "P1M"}, "finish_by: .*years and months have no fixed length"),
+        ({"finish_by": -60}, "finish_by: a duration cannot be negative"),
+        ({"queue": ""}, "queue: A queue name cannot be empty"),
+        ({"queue": "q" * 101}, "queue takes text of at most 100 characters"),
     ],
 )
 def test_absurd_scheduling_values_are_refused(stored, kwargs, message):
