@@ -47,7 +47,8 @@ class Settings:
     # short and none of the candidates' types has a limit or readiness criteria (1 = one at a time).
     PREFETCH = 64
     # Seconds of work (by the worker's recent average run time) a pre-forked worker holds claimed ahead;
-    # once a job has run longer than this, the worker hands its unstarted jobs back to the queue.
+    # once a job has run longer than this, the worker hands its unstarted jobs back to the queue (while
+    # that job still runs).
     PREFETCH_WINDOW = 0.05
     # Pre-forked workers are replaced after this many jobs (0 = never).
     MAX_JOBS_PER_WORKER = 0

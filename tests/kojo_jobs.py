@@ -30,6 +30,15 @@ def sleep(job):
 
 
 @kojo.worker
+def timed_sleep(job):
+    """Sleep ``params["seconds"]``; return the pid that ran the job and when (wall clock, seconds) it
+    started and ended."""
+    started = time.time()
+    time.sleep(job.params.get("seconds", 0.1))
+    return {"pid": os.getpid(), "started": started, "ended": time.time()}
+
+
+@kojo.worker
 def fail(job):
     raise ValueError(f"failure {job.attempt}")
 

@@ -94,12 +94,56 @@ def test_a_slow_job_hands_the_jobs_claimed_behind_it_back(start_server, make_job
         from_state=JobState.WORKING, to_state=JobState.WAITING, outcome=Outcome.INTERRUPTED
     )
     assert handed_back.exists()
-    assert {change.reason for change in handed_back} == {f"not started: job {slow.pk} before it ran 1.0 s"}
+    # Handed back while the slow job ran, once it had outlasted the window (0.05 s).
+    assert {change.reason for change in handed_back} == {
+        f"not started: job {slow.pk} still running after 0.05 s"
+    }
     assert {change.job_id for change in handed_back} <= {job.pk for job in later}
     # The attempt was given back: each job still ran once, in attempt 1.
     assert set(
         Job.objects.filter(pk__in=[job.pk for job in quick + later]).values_list("attempts", flat=True)
     ) == {1}
+
+
+@claims_ahead
+def test_jobs_claimed_behind_a_slow_job_go_to_an_idle_worker_while_it_runs(start_server, make_job_type):
+    kind = make_job_type(worker="tests.kojo_jobs.timed_sleep")
+    kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(60)])
+    slow = kojo.schedule(kind.type_code, {"seconds": 4})
+    later = kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(60)])
+    # A window of 0.5 s: a worker claims up to 64 jobs from its second claim on.
+    start_server("--mode", "static", "--concurrency", "2", KOJO_TEST_SET_PREFETCH_WINDOW="0.5")
+    wait_for(lambda: Job.objects.filter(state=JobState.COMPLETE_SUCCESS).count() == 121, timeout=30)
+    slow.refresh_from_db()
+    # The jobs claimed with the slow job, behind it, in the claim that ran it (one time, one actor).
+    ran_by = JobStateChange.objects.filter(job=slow, to_state=JobState.WORKING).latest("id")
+    ahead = Job.objects.filter(
+        pk__in=JobStateChange.objects.filter(
+            to_state=JobState.WORKING, at=ran_by.at, actor=ran_by.actor, job_id__gt=slow.pk
+        ).values("job_id")
+    )
+    assert ahead.exists(), "the slow job's worker claimed jobs behind it"
+    # Each went back while the slow job ran, and another worker started it long before its end.
+    waits = {job.pk: round(job.result["started"] - slow.result["started"], 2) for job in ahead}
+    assert max(waits.values()) < 1.5, f"started this long after the slow job: {waits}"
+    assert slow.result["ended"] - slow.result["started"] > 3.9
+    assert slow.result["pid"] not in {job.result["pid"] for job in ahead}
+    handed_back = JobStateChange.objects.filter(job__in=ahead, outcome=Outcome.INTERRUPTED)
+    assert {change.reason for change in handed_back} == {
+        f"not started: job {slow.pk} still running after 0.5 s"
+    }
+    assert {change.job_id for change in handed_back} == {job.pk for job in ahead}
+    # And ran exactly once: claimed twice (ahead, then by the idle worker), ended once, in attempt 1.
+    for job in ahead:
+        changes = list(JobStateChange.objects.filter(job=job).order_by("id"))
+        assert [(change.from_state, change.to_state) for change in changes][1:] == [
+            (JobState.WAITING, JobState.WORKING),
+            (JobState.WORKING, JobState.WAITING),
+            (JobState.WAITING, JobState.WORKING),
+            (JobState.WORKING, JobState.COMPLETE_SUCCESS),
+        ], changes
+        assert job.attempts == 1
+    assert {job.pk for job in ahead} <= {job.pk for job in later}
 
 
 @claims_ahead
@@ -109,7 +153,8 @@ def test_sigkill_of_a_worker_returns_the_jobs_it_had_not_started(start_server, m
     kojo.schedule_many(quick_kind.type_code, [{} for _ in range(30)])
     hanging = kojo.schedule(hang_kind.type_code, {"seconds": 60})
     queued = kojo.schedule_many(quick_kind.type_code, [{} for _ in range(40)])
-    server = start_server("--mode", "static", "--concurrency", "1")
+    # A long window: the worker still holds the jobs claimed behind the hanging one when it dies.
+    server = start_server("--mode", "static", "--concurrency", "1", KOJO_TEST_SET_PREFETCH_WINDOW="30")
 
     def running_hang() -> int | None:
         row = Server.objects.filter(pid=server.pid).first()
@@ -138,12 +183,14 @@ def test_sigkill_of_a_worker_returns_the_jobs_it_had_not_started(start_server, m
     assert set(Job.objects.filter(job_type=quick_kind).values_list("attempts", flat=True)) == {1}
 
 
-def claimed_ahead_behind(start_server, kind, behind: list[dict], **server_kwargs: str) -> Job:
-    """Queue 30 quick jobs of ``kind``, a 1.5 s one, then ``behind``; start one single-worker server
+def claimed_ahead_behind(
+    start_server, kind, behind: list[dict], slow_seconds: float = 1.5, **server_kwargs: str
+) -> Job:
+    """Queue 30 quick jobs of ``kind``, a slow one, then ``behind``; start one single-worker server
     and wait until the slow job runs (the server's heartbeat lists it); return the job claimed right
     behind it: working, not started."""
     kojo.schedule_many(kind.type_code, [{"seconds": 0} for _ in range(30)])
-    slow = kojo.schedule(kind.type_code, {"seconds": 1.5})
+    slow = kojo.schedule(kind.type_code, {"seconds": slow_seconds})
     kojo.schedule_many(kind.type_code, behind)
     server = start_server("--mode", "static", "--concurrency", "1", **server_kwargs)
 
@@ -160,7 +207,10 @@ def claimed_ahead_behind(start_server, kind, behind: list[dict], **server_kwargs
 @claims_ahead
 def test_an_abort_of_a_job_claimed_ahead_cancels_it_when_handed_back(start_server, make_job_type):
     kind = make_job_type(worker="tests.kojo_jobs.sleep")
-    target = claimed_ahead_behind(start_server, kind, [{"seconds": 0} for _ in range(20)])
+    # A 2 s window, the slow job 4 s: the abort lands before the hand-back, 2 s into the slow job.
+    target = claimed_ahead_behind(
+        start_server, kind, [{"seconds": 0} for _ in range(20)], 4, KOJO_TEST_SET_PREFETCH_WINDOW="2"
+    )
     assert kojo.abort(target.pk, by="test") is False  # working: handed to its server
     wait_for(lambda: Job.objects.filter(pk=target.pk, state=JobState.CANCELED).exists())
     change = JobStateChange.objects.get(job=target, to_state=JobState.CANCELED)
