@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 RECENT_RUNS = 20
 HURRIED_PER_PASS = 500
+# The most jobs ahead counted for one projection.
+AHEAD_COUNTED = 10_000
 
 
 def hurry() -> list[int]:
@@ -52,10 +54,14 @@ def hurry() -> list[int]:
     raised: dict[int, int] = {}
     late: list[tuple[Job, datetime]] = []
     for job in jobs:
+        if job.deadline_at_risk:  # flagged once already: it stays at the top, nothing to project
+            if job.state == JobState.WAITING and job.importance < IMPORTANCE_MAX:
+                raised[job.pk] = IMPORTANCE_MAX
+            continue
         if job.job_type_id not in runs:
             runs[job.job_type_id] = recent_run_time(job.job_type, using)
         projected = projected_end(job, now, runs[job.job_type_id], slots, using)
-        if projected > job.finish_by and not job.deadline_at_risk:
+        if projected > job.finish_by:
             late.append((job, projected))
         if job.state == JobState.WAITING:
             wanted = IMPORTANCE_MAX if projected > job.finish_by else urgency_importance(job, now)
@@ -84,15 +90,19 @@ def projected_end(job: Job, now: datetime, run: timedelta, slots: int, using: st
         return max(now, (job.started_at or now) + run)
     start = max(now, job.start_after)
     if run:
-        ahead = jobs_ahead(job, now, using)
         parallel = 1 if not job.job_type.can_work_in_parallel else job.job_type.schedule_limit or slots
+        # Counted only as far as it matters: the jobs ahead that would make it late, one more at most.
+        spare = (job.finish_by - start - run) / run if job.finish_by > start + run else 0
+        enough = min(AHEAD_COUNTED, math.floor(spare * max(1, parallel)) + 1)
+        ahead = jobs_ahead(job, now, enough, using)
         start += run * math.ceil(ahead / max(1, parallel))
     return start + run
 
 
-def jobs_ahead(job: Job, now: datetime, using: str) -> int:
-    """Due jobs of its type a claim takes before this one."""
-    return (
+def jobs_ahead(job: Job, now: datetime, most: int, using: str) -> int:
+    """Due jobs of its type a claim takes before this one, counted up to ``most`` (an index range
+    scan that stops there, however long the backlog)."""
+    ahead = (
         Job.objects.using(using)
         .filter(job_type_id=job.job_type_id, state=JobState.WAITING, start_after__lte=now)
         .filter(
@@ -100,8 +110,10 @@ def jobs_ahead(job: Job, now: datetime, using: str) -> int:
             | Q(importance=job.importance, start_after__lt=job.start_after)
             | Q(importance=job.importance, start_after=job.start_after, pk__lt=job.pk)
         )
-        .count()
+        .order_by()
+        .values("pk")[:most]
     )
+    return ahead.count()
 
 
 def recent_run_time(job_type: JobType, using: str) -> timedelta:
