@@ -48,6 +48,7 @@ def test_a_scheduled_job_is_not_reported_failed_when_redis_refuses_its_events(
     messaging.throttled.next_at.clear()
     with caplog.at_level(logging.WARNING, logger="kojo.messaging"):
         job = kojo.schedule(kind.type_code)  # committed, then the wake-up and events are refused
+        assert messaging.sender.flush(10)  # sent from the process's sender thread
     assert job.pk is not None
     assert "lacks a permission" in caplog.text
 
